@@ -23,8 +23,8 @@ demo: setup
 	$(BIN)/compllm ask "$(QUERY)"
 
 lint: setup
-	$(BIN)/ruff check src tests graphs
-	$(BIN)/ruff format --check src tests graphs
+	$(BIN)/ruff check src tests graphs benchmarks
+	$(BIN)/ruff format --check src tests graphs benchmarks
 	$(BIN)/mypy
 
 test: lint

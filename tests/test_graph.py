@@ -249,3 +249,30 @@ def test_graph_shape_matches_the_snapshot():
     if os.environ.get("UPDATE_SNAPSHOTS"):  # after an intended change: review the diff
         SNAPSHOT.write_text(mermaid)
     assert mermaid == SNAPSHOT.read_text()
+
+
+def test_a_given_plan_skips_the_planner_and_is_still_routed(registry):
+    from compllm import Plan, SubQuery
+
+    provider = make_provider(expert_answers={"derivative": "2x", "diabetes": "thirst"})
+    given = Plan.build(
+        [
+            SubQuery(id="a", question="What is the derivative of x^2?"),
+            SubQuery(id="b", question="What are the symptoms of diabetes?"),
+        ]
+    )
+    result = app(provider, registry).invoke(TWO_PARTS, plan=given)
+    assert result.planner_path == "given"
+    assert provider.chat["planner-model"].calls == []
+    assert [(r.id, r.expert) for r in result.routes] == [("a", "math"), ("b", "medicine")]
+
+
+def test_many_independent_experts_all_run_at_once_when_slots_allow(registry):
+    from compllm import Plan, SubQuery
+
+    provider = make_provider(expert_delay_s=0.3, aggregate="done")
+    plan = Plan.build([SubQuery(id=f"q{i}", question=f"Solve equation {i}") for i in range(6)])
+    app(provider, registry).invoke("six equations", plan=plan, max_parallel_experts=6)
+    calls = provider.chat["expert-model"].calls
+    assert len(calls) == 6
+    assert max(c.started for c in calls) < min(c.finished for c in calls)

@@ -113,18 +113,31 @@ class CompLLM:
     def _config(self, thread_id: str | None) -> RunnableConfig:
         return {"configurable": {"thread_id": thread_id or uuid.uuid4().hex}}
 
-    def invoke(self, query: str, *, thread_id: str | None = None, **context: Any) -> CompLLMResult:
-        """Answer `query`. Keyword arguments override `Context` fields for this run."""
+    def invoke(
+        self,
+        query: str,
+        *,
+        plan: Plan | None = None,
+        thread_id: str | None = None,
+        **context: Any,
+    ) -> CompLLMResult:
+        """Answer `query`. Keyword arguments override `Context` fields for this run; a given
+        `plan` (validated, routed as usual) replaces the planner."""
         started = time.perf_counter()
         state = self.graph.invoke(
-            InputState(query=_checked(query)),
+            _input(query, plan),
             config=self._config(thread_id),
             context=replace(self.context, **context),
         )
         return CompLLMResult.from_state(state, time.perf_counter() - started)
 
     def stream(
-        self, query: str, *, thread_id: str | None = None, **context: Any
+        self,
+        query: str,
+        *,
+        plan: Plan | None = None,
+        thread_id: str | None = None,
+        **context: Any,
     ) -> Iterator[tuple[str, Any]]:
         """Yield (kind, payload) while the run goes: ("update", {node: update}) for each
         node that finishes, ("event", {...}) when a sub-query starts or ends, and finally
@@ -133,7 +146,7 @@ class CompLLM:
         config = self._config(thread_id)
         state: dict[str, Any] = {}
         for mode, payload in self.graph.stream(
-            InputState(query=_checked(query)),
+            _input(query, plan),
             config=config,
             context=replace(self.context, **context),
             stream_mode=["updates", "custom", "values"],
@@ -147,7 +160,9 @@ class CompLLM:
         yield "result", CompLLMResult.from_state(state, time.perf_counter() - started)
 
 
-def _checked(query: str) -> str:
+def _input(query: str, plan: Plan | None) -> InputState:
     if not isinstance(query, str) or not query.strip():
         raise QueryError("the query is empty")
-    return query.strip()
+    if plan is None:
+        return InputState(query=query.strip())
+    return InputState(query=query.strip(), plan=plan)

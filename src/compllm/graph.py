@@ -24,6 +24,8 @@ from compllm.state import Context, InputState, State
 
 __all__ = ["build_graph", "graph"]
 
+_RUN_THREADS = 64
+
 
 def build_graph(
     *,
@@ -52,7 +54,12 @@ def build_graph(
     builder.add_conditional_edges("schedule", dispatch, ["expert", "aggregate"])
     builder.add_edge("expert", "schedule")
     builder.add_edge("aggregate", END)
-    return builder.compile(checkpointer=checkpointer, name=name)
+    compiled = builder.compile(checkpointer=checkpointer, name=name)
+    # `max_concurrency` sizes the thread pool of a sync run. Each running expert holds two
+    # threads (its node and its retried model-call task), and the default pool (CPUs + 4)
+    # would halve parallelism on small machines. The resource bound is
+    # `Context.max_parallel_experts`, not this.
+    return compiled.with_config(max_concurrency=_RUN_THREADS)
 
 
 # Compiling loads no model: models load on first use, inside the nodes.

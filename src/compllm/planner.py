@@ -310,6 +310,12 @@ def make_plan_node(services: Services) -> NodeFunction[State]:
     def plan(state: State, *, runtime: Runtime[Context]) -> dict[str, Any]:
         context = runtime.context or Context()
         started = time.perf_counter()
+        if state.get("plan") is not None:
+            given = Plan.build(
+                Plan.model_validate(state["plan"]).subqueries,
+                max_subqueries=context.max_subqueries,
+            )
+            return {"plan": given, "planner_path": "given", "timings": {"plan": 0.0}}
         llm = (
             None if context.planner_mode == "rules" else services.chat_model(context.planner_model)
         )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal, Protocol, TypedDict, TypeVar
+from typing import Annotated, Any, Literal, NotRequired, Protocol, TypedDict, TypeVar
 
 from langgraph.runtime import Runtime
 from pydantic import BaseModel, ConfigDict, Field
@@ -104,6 +104,9 @@ class NodeFunction(Protocol[_NodeInput]):
 
 class InputState(TypedDict):
     query: str
+    # A plan given with the query (a gold decomposition, or one edited by a person) skips
+    # the planner; it is validated like any other.
+    plan: NotRequired[Plan]
 
 
 class State(TypedDict):
