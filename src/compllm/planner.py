@@ -130,8 +130,6 @@ def llm_plan_schema(query: str, max_subqueries: int) -> dict[str, Any]:
             "id": {"type": "string", "enum": ids},
             "question": {
                 "type": "string",
-                "minLength": 3,
-                "maxLength": max(40, 2 * len(query)),
                 # Words separated by single spaces, each optionally followed by punctuation.
                 "pattern": f"^{word}{punctuation}?(?: {word}{punctuation}?)*$",
             },
@@ -163,8 +161,10 @@ def llm_plan_schema(query: str, max_subqueries: int) -> dict[str, Any]:
 def planner_token_budget(query: str, limit: int) -> int:
     """Enough tokens for a plan that restates the query in a few parts, and no more: a small
     model that loops is cut off early instead of running to a large fixed budget."""
+    # Measured with SmolLM2's tokenizer: a plan costs about (query length / 3.5) tokens for
+    # the questions plus ~21 per sub-query of JSON; one extra part is allowed for.
     parts = max(1, len(explicit_parts(query)))
-    return min(limit, 48 + len(query) // 2 + 40 * parts)
+    return min(limit, 16 + len(query) // 3 + 24 * (parts + 1))
 
 
 def parse_plan(text: str, query: str, *, max_subqueries: int) -> Plan:
