@@ -135,7 +135,8 @@ class ModelHub:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         from transformers.utils import logging as hf_logging
 
-        hf_logging.enable_progress_bar()  # the one-time conversion takes a while: show it
+        # The one-time conversion takes a while: show its progress.
+        hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
         # The GGUF weights are fully de-quantized on load; forget the quantizer so that
         # save_pretrained writes ordinary safetensors.
@@ -165,7 +166,7 @@ def load_transformers(path: str, *, trust_remote_code: bool = False) -> tuple[An
     device = _device()
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     # Our own "loading ... / loaded in N s" lines report progress; a bar per load is noise.
-    hf_logging.disable_progress_bar()
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         model: Any = AutoModelForCausalLM.from_pretrained(
