@@ -276,3 +276,16 @@ def test_many_independent_experts_all_run_at_once_when_slots_allow(registry):
     calls = provider.chat["expert-model"].calls
     assert len(calls) == 6
     assert max(c.started for c in calls) < min(c.finished for c in calls)
+
+
+def test_studio_can_render_the_input_output_and_context_schemas():
+    graph = build_graph()
+    assert graph.get_input_jsonschema()["required"] == ["query"]
+    assert {"plan", "answers", "final_answer", "planner_path"} <= set(
+        graph.get_output_jsonschema()["properties"]
+    )
+    context = graph.get_context_jsonschema()["properties"]
+    assert {"registry_path", "planner_model", "routing_threshold", "max_parallel_experts"} <= set(
+        context
+    )
+    assert all(field.get("description") for field in context.values())

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal, NotRequired, Protocol, TypedDict, TypeVar
+from typing import Annotated, Any, Literal, NotRequired, Protocol, TypeVar
 
 from langgraph.runtime import Runtime
 from pydantic import BaseModel, ConfigDict, Field
+from typing_extensions import TypedDict  # pydantic needs it for JSON schemas on < 3.12
 
 from compllm.models import EMBEDDED_CHAT_MODEL, EMBEDDED_EMBEDDINGS
 from compllm.plan import DEFAULT_MAX_SUBQUERIES, Plan, PlannerPath
