@@ -289,3 +289,21 @@ def test_studio_can_render_the_input_output_and_context_schemas():
         context
     )
     assert all(field.get("description") for field in context.values())
+
+
+def test_async_runs_work_too_as_langgraph_server_and_studio_use_them(registry):
+    import asyncio
+
+    from compllm import Plan, SubQuery
+
+    provider = make_provider(expert_delay_s=0.3, aggregate="done")
+    graph = build_graph(provider=provider, registry=registry, retry_policy=FAST_RETRY)
+    plan = Plan.build([SubQuery(id=f"q{i}", question=f"Solve equation {i}") for i in range(3)])
+    state = asyncio.run(
+        asyncio.wait_for(
+            graph.ainvoke({"query": "three equations", "plan": plan}, context=CONTEXT), 30
+        )
+    )
+    assert [a.status for a in state["answers"].values()] == ["ok", "ok", "ok"]
+    calls = provider.chat["expert-model"].calls
+    assert max(c.started for c in calls) < min(c.finished for c in calls)

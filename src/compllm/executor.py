@@ -2,10 +2,11 @@
 
 `schedule` runs after every wave. It marks sub-queries whose parents failed as skipped, and
 `dispatch` fans the ready ones out with `Send`, so each expert call is its own node run,
-visible in Studio and in the stream; LangGraph runs a wave's sends in parallel (bounded by
-`Context.max_parallel_experts`). Inside the expert node the model call is a LangGraph task with a
-retry policy and a timeout; when it still fails, the sub-query is marked failed and the run
-goes on. Parents' answers reach their children's prompts quoted as data.
+visible in Studio and in the stream; LangGraph runs a wave's sends in parallel, and at most
+`Context.max_parallel_experts` model calls run at once. A failing or timed-out call is retried
+by the node's retry policy; when the policy gives up, the node's error handler marks the
+sub-query failed and the run goes on. Parents' answers reach their children's prompts quoted
+as data.
 """
 
 from __future__ import annotations
@@ -15,10 +16,9 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
-from langgraph.config import get_stream_writer
-from langgraph.func import task
+from langgraph.errors import NodeError
 from langgraph.runtime import Runtime
-from langgraph.types import RetryPolicy, Send
+from langgraph.types import Command, RetryPolicy, Send
 
 from compllm.errors import CompLLMError
 from compllm.plan import SubQuery
@@ -30,8 +30,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_EXPERT_RETRY",
+    "ExpertFailure",
     "ExpertTimeoutError",
     "dispatch",
+    "make_expert_failed_node",
     "make_expert_node",
     "quote_answer",
     "schedule",
@@ -40,6 +42,14 @@ __all__ = [
 
 class ExpertTimeoutError(TimeoutError):
     """An expert call that ran past `Context.expert_timeout_s`."""
+
+
+class ExpertFailure(Exception):
+    """One failed attempt of an expert call; `cause` is what the model raised."""
+
+    def __init__(self, cause: BaseException, attempt: int, started_at: float) -> None:
+        super().__init__(f"{type(cause).__name__}: {cause}")
+        self.cause, self.attempt, self.started_at = cause, attempt, started_at
 
 
 def _retryable(exc: Exception) -> bool:
@@ -100,96 +110,111 @@ def quote_answer(text: str) -> str:
     return text.replace("</result", "<\\/result").replace("<result", "<\\result")
 
 
-def make_expert_node(
-    services: Services, retry_policy: RetryPolicy | None = None
-) -> NodeFunction[ExpertTask]:
-    """The expert node: one sub-query, one expert call (a retried task), one answer."""
-
-    def call_model(
-        model_ref: str,
-        trust_remote_code: bool,
-        messages: list[BaseMessage],
-        settings: dict[str, Any],
-        timeout_s: float,
-        attempts: list[int],
-    ) -> dict[str, Any]:
-        attempts.append(1)
-        model = services.chat_model(model_ref, trust_remote_code=trust_remote_code)
-        # A thread of its own so that a hung generation cannot hold the run past the timeout
-        # (the thread itself cannot be killed; its result is discarded).
-        pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-        future = pool.submit(model.invoke, messages, **settings)
-        try:
-            message = future.result(timeout=timeout_s)
-        except concurrent.futures.TimeoutError:
-            raise ExpertTimeoutError(f"no answer within {timeout_s:g} s") from None
-        finally:
-            pool.shutdown(wait=False)
-        usage = getattr(message, "usage_metadata", None) or {}
-        text = message.text.strip()
-        if not text:
-            raise ValueError("the expert returned an empty answer")
-        return {"text": text, "output_tokens": usage.get("output_tokens")}
-
-    # A LangGraph task: retried by the policy, and visible as its own task in the stream.
-    call_expert: Any = task(name="call_expert", retry_policy=retry_policy or DEFAULT_EXPERT_RETRY)(
-        call_model  # type: ignore[arg-type]  # mypy cannot infer the ParamSpec through task()
-    )
+def make_expert_node(services: Services) -> NodeFunction[ExpertTask]:
+    """The expert node: one sub-query, one model call, one answer. Failures raise
+    `ExpertFailure` so that the node's retry policy and error handler see them."""
 
     def expert(state: ExpertTask, *, runtime: Runtime[Context]) -> dict[str, Any]:
         context = runtime.context or Context()
         spec = services.registry(context).expert(state["expert"])
-        write = get_stream_writer()
         parents = [{**p, "answer": quote_answer(p["answer"])} for p in state["parents"]]
         messages: list[BaseMessage] = [
             SystemMessage(spec.system_prompt),
             HumanMessage(render_prompt("expert.user", question=state["question"], parents=parents)),
         ]
-        base = {"id": state["id"], "question": state["question"], "expert": spec.name}
-        attempts: list[int] = []
+        base = _identity(state)
+        attempt = runtime.execution_info.node_attempt if runtime.execution_info else 1
         with services.expert_slots(context.max_parallel_experts):
-            write({"event": "subquery_start", **base})
+            if attempt == 1:
+                runtime.stream_writer({"event": "subquery_start", **base})
             started = time.time()
             try:
-                result: dict[str, Any] = call_expert(
-                    spec.model,
-                    spec.trust_remote_code,
-                    messages,
-                    spec.generation.model_dump(),
-                    context.expert_timeout_s,
-                    attempts,
-                ).result()
-                answer = SubAnswer(
-                    **base,
-                    status="ok",
-                    answer=result["text"],
-                    output_tokens=result["output_tokens"],
-                    started_at=started,
-                    finished_at=time.time(),
-                    attempts=len(attempts),
+                model = services.chat_model(spec.model, trust_remote_code=spec.trust_remote_code)
+                message = _call_with_timeout(
+                    model, messages, spec.generation.model_dump(), context.expert_timeout_s
                 )
+                text = message.text.strip()
+                if not text:
+                    raise ValueError("the expert returned an empty answer")
             except CompLLMError:
                 raise  # misconfiguration (e.g. a model path that does not exist) stops the run
-            except Exception as exc:  # the retry policy gave up: record it, finish the run
-                answer = SubAnswer(
-                    **base,
-                    status="failed",
-                    error=f"{type(exc).__name__}: {exc}",
-                    started_at=started,
-                    finished_at=time.time(),
-                    attempts=len(attempts),
-                )
-        write(
-            {
-                "event": "subquery_end",
-                **base,
-                "status": answer.status,
-                "answer": answer.answer,
-                "latency_s": answer.latency_s,
-                "output_tokens": answer.output_tokens,
-                "error": answer.error,
-            }
+            except Exception as exc:
+                raise ExpertFailure(exc, attempt, _first_start(runtime, started)) from exc
+        usage = getattr(message, "usage_metadata", None) or {}
+        answer = SubAnswer(
+            **base,
+            status="ok",
+            answer=text,
+            output_tokens=usage.get("output_tokens"),
+            started_at=_first_start(runtime, started),
+            finished_at=time.time(),
+            attempts=attempt,
         )
+        runtime.stream_writer(_end_event(answer))
         return {"answers": {answer.id: answer}}
 
     return expert
+
+
+def make_expert_failed_node(services: Services) -> Any:
+    """The expert node's error handler: after the last retry, record the failure as the
+    sub-query's answer so that the run finishes and the aggregator can report it."""
+
+    def expert_failed(
+        state: ExpertTask, error: NodeError, *, runtime: Runtime[Context]
+    ) -> Command[str]:
+        failure = error.error
+        if not isinstance(failure, ExpertFailure):
+            raise failure  # a bug or a configuration error: fail the run loudly
+        answer = SubAnswer(
+            **_identity(state),
+            status="failed",
+            error=str(failure),
+            started_at=failure.started_at,
+            finished_at=time.time(),
+            attempts=failure.attempt,
+        )
+        runtime.stream_writer(_end_event(answer))
+        # The handler is its own node: route on to `schedule` as the expert node would have.
+        return Command(update={"answers": {answer.id: answer}}, goto="schedule")
+
+    return expert_failed
+
+
+def _identity(state: ExpertTask) -> dict[str, str]:
+    return {"id": state["id"], "question": state["question"], "expert": state["expert"]}
+
+
+def _first_start(runtime: Runtime[Context], fallback: float) -> float:
+    info = runtime.execution_info
+    return (info.node_first_attempt_time if info else None) or fallback
+
+
+def _end_event(answer: SubAnswer) -> dict[str, Any]:
+    return {
+        "event": "subquery_end",
+        "id": answer.id,
+        "question": answer.question,
+        "expert": answer.expert,
+        "status": answer.status,
+        "answer": answer.answer,
+        "latency_s": answer.latency_s,
+        "output_tokens": answer.output_tokens,
+        "attempts": answer.attempts,
+        "error": answer.error,
+    }
+
+
+def _call_with_timeout(
+    model: Any, messages: list[BaseMessage], settings: dict[str, Any], timeout_s: float
+) -> Any:
+    """`model.invoke` on a thread of its own so that a hung generation cannot hold the run
+    past the timeout (the thread itself cannot be killed; its result is discarded)."""
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    future = pool.submit(model.invoke, messages, **settings)
+    try:
+        return future.result(timeout=timeout_s)
+    except concurrent.futures.TimeoutError:
+        raise ExpertTimeoutError(f"no answer within {timeout_s:g} s") from None
+    finally:
+        pool.shutdown(wait=False)

@@ -14,7 +14,13 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import RetryPolicy
 
 from compllm.aggregator import make_aggregate_node
-from compllm.executor import dispatch, make_expert_node, schedule
+from compllm.executor import (
+    DEFAULT_EXPERT_RETRY,
+    dispatch,
+    make_expert_failed_node,
+    make_expert_node,
+    schedule,
+)
 from compllm.models import ModelProvider
 from compllm.planner import make_plan_node
 from compllm.registry import Registry
@@ -46,7 +52,12 @@ def build_graph(
     builder.add_node("plan", make_plan_node(services))
     builder.add_node("route", make_route_node(services))
     builder.add_node("schedule", schedule)
-    builder.add_node("expert", make_expert_node(services, retry_policy))
+    builder.add_node(
+        "expert",
+        make_expert_node(services),
+        retry_policy=retry_policy or DEFAULT_EXPERT_RETRY,
+        error_handler=make_expert_failed_node(services),
+    )
     builder.add_node("aggregate", make_aggregate_node(services))
     builder.add_edge(START, "plan")
     builder.add_edge("plan", "route")
@@ -55,9 +66,8 @@ def build_graph(
     builder.add_edge("expert", "schedule")
     builder.add_edge("aggregate", END)
     compiled = builder.compile(checkpointer=checkpointer, name=name)
-    # `max_concurrency` sizes the thread pool of a sync run. Each running expert holds two
-    # threads (its node and its retried model-call task), and the default pool (CPUs + 4)
-    # would halve parallelism on small machines. The resource bound is
+    # `max_concurrency` sizes the thread pool of a sync run; the default (CPUs + 4) would
+    # cap parallel experts on small machines. The resource bound is
     # `Context.max_parallel_experts`, not this.
     return compiled.with_config(max_concurrency=_RUN_THREADS)
 
