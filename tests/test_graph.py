@@ -297,13 +297,25 @@ def test_async_runs_work_too_as_langgraph_server_and_studio_use_them(registry):
     from compllm import Plan, SubQuery
 
     provider = make_provider(expert_delay_s=0.3, aggregate="done")
-    graph = build_graph(provider=provider, registry=registry, retry_policy=FAST_RETRY)
     plan = Plan.build([SubQuery(id=f"q{i}", question=f"Solve equation {i}") for i in range(3)])
-    state = asyncio.run(
-        asyncio.wait_for(
-            graph.ainvoke({"query": "three equations", "plan": plan}, context=CONTEXT), 30
-        )
+    result = asyncio.run(
+        asyncio.wait_for(app(provider, registry).ainvoke("three equations", plan=plan), 30)
     )
-    assert [a.status for a in state["answers"].values()] == ["ok", "ok", "ok"]
+    assert [a.status for a in result.answers] == ["ok", "ok", "ok"]
     calls = provider.chat["expert-model"].calls
     assert max(c.started for c in calls) < min(c.finished for c in calls)
+
+
+def test_experts_fixed_in_a_given_plan_are_kept_and_still_scored(registry):
+    from compllm import Plan, RegistryError, SubQuery
+
+    provider = make_provider(expert_answers={"diabetes": "thirst"})
+    given = Plan.build(
+        [SubQuery(id="a", question="What are the symptoms of diabetes?", expert="law")]
+    )
+    result = app(provider, registry).invoke("diabetes", plan=given)
+    assert result.routes[0].expert == "law"
+    assert max(result.routes[0].scores, key=result.routes[0].scores.get) == "medicine"
+    wrong = Plan.build([SubQuery(id="a", question="Anything?", expert="astrology")])
+    with pytest.raises(RegistryError, match="unknown experts to a"):
+        app(provider, registry).invoke("anything", plan=wrong)

@@ -131,6 +131,23 @@ class CompLLM:
         )
         return CompLLMResult.from_state(state, time.perf_counter() - started)
 
+    async def ainvoke(
+        self,
+        query: str,
+        *,
+        plan: Plan | None = None,
+        thread_id: str | None = None,
+        **context: Any,
+    ) -> CompLLMResult:
+        """`invoke` for async applications (the nodes run on the event loop's executor)."""
+        started = time.perf_counter()
+        state = await self.graph.ainvoke(
+            _input(query, plan),
+            config=self._config(thread_id),
+            context=replace(self.context, **context),
+        )
+        return CompLLMResult.from_state(state, time.perf_counter() - started)
+
     def stream(
         self,
         query: str,

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from compllm import __version__
 from compllm.api import CompLLM, CompLLMResult
 from compllm.errors import CompLLMError
 from compllm.models import ModelProvider, default_hub
@@ -44,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="compllm", description="Composable LLM inference (Comp-LLM) on LangGraph."
     )
+    parser.add_argument("--version", action="version", version=f"compllm {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     ask = commands.add_parser("ask", help="answer a query with the expert pipeline")
     ask.add_argument("query", help="the question (several parts are fine)")

@@ -18,6 +18,7 @@ import numpy as np
 from langchain_core.embeddings import Embeddings
 from langgraph.runtime import Runtime
 
+from compllm.errors import RegistryError
 from compllm.registry import Registry
 from compllm.state import Context, NodeFunction, State
 
@@ -92,16 +93,31 @@ def _unit(vectors: np.ndarray) -> np.ndarray:
 
 
 def make_route_node(services: Services) -> NodeFunction[State]:
-    """The router node: sets `expert` and `scores` on every sub-query of the plan."""
+    """The router node: sets `scores` on every sub-query, and `expert` on those that do not
+    name one yet (a given plan may fix its experts, e.g. a gold routing)."""
 
     def route(state: State, *, runtime: Runtime[Context]) -> dict[str, Any]:
         context = runtime.context or Context()
         started = time.perf_counter()
         plan = state["plan"]
-        routes = services.router(context).route(
+        router = services.router(context)
+        unknown = [
+            s.id for s in plan.subqueries if s.expert and s.expert not in router.registry.names
+        ]
+        if unknown:
+            raise RegistryError(
+                f"{router.registry.source}: the plan assigns unknown experts to "
+                f"{', '.join(unknown)} (experts: {', '.join(router.registry.names)})"
+            )
+        routes = router.route(
             [s.question for s in plan.subqueries], threshold=context.routing_threshold
         )
-        routed = plan.with_routes({s.id: r for s, r in zip(plan.subqueries, routes, strict=True)})
+        routed = plan.with_routes(
+            {
+                s.id: Route(s.expert or route.expert, route.scores)
+                for s, route in zip(plan.subqueries, routes, strict=True)
+            }
+        )
         return {"plan": routed, "timings": {"route": time.perf_counter() - started}}
 
     return route
