@@ -117,7 +117,10 @@ def make_expert_node(services: Services) -> NodeFunction[ExpertTask]:
     def expert(state: ExpertTask, *, runtime: Runtime[Context]) -> dict[str, Any]:
         context = runtime.context or Context()
         spec = services.registry(context).expert(state["expert"])
-        parents = [{**p, "answer": quote_answer(p["answer"])} for p in state["parents"]]
+        parents = [
+            {**p, "question": p["question"].replace('"', "'"), "answer": quote_answer(p["answer"])}
+            for p in state["parents"]
+        ]
         messages: list[BaseMessage] = [
             SystemMessage(spec.system_prompt),
             HumanMessage(render_prompt("expert.user", question=state["question"], parents=parents)),
