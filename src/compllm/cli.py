@@ -19,7 +19,7 @@ __all__ = ["main", "render_plan_tree"]
 
 def render_plan_tree(plan: Plan) -> list[str]:
     """The plan as an indented tree: each sub-query under its first parent, with its expert,
-    its best routing score and any further parents it needs."""
+    that expert's routing score and any further parents it needs."""
     lines: list[str] = []
 
     def walk(sid: str, prefix: str, last: bool) -> None:

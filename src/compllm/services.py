@@ -56,10 +56,9 @@ class Services:
         return self.provider.chat_model(ref, trust_remote_code=trust_remote_code)
 
     def expert_slots(self, limit: int) -> threading.BoundedSemaphore:
-        """The semaphore that bounds concurrent expert calls to `limit`, shared by all runs.
-
-        (LangGraph's own `max_concurrency` cannot be used: an expert node waiting on its
-        retried task would hold the only slot that task needs.)"""
+        """The semaphore that bounds concurrent expert calls to `limit`, shared by all runs
+        of this graph (LangGraph's `max_concurrency` is per run and also bounds the other
+        nodes)."""
         with self._lock:
             if limit not in self._slots:
                 self._slots[limit] = threading.BoundedSemaphore(max(1, limit))
