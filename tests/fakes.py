@@ -190,3 +190,50 @@ def make_provider(
             "aggregator-model": ScriptedChatModel(respond=lambda prompt, call: aggregate),
         },
     )
+
+
+class BatchingChatModel(ScriptedChatModel):
+    """A scripted model that can also answer several conversations in one call, like
+    `TransformersChatModel.generate_batch`; records the size of every batch."""
+
+    _batches: list[int] = PrivateAttr(default_factory=list)
+
+    @property
+    def batches(self) -> list[int]:
+        return list(self._batches)
+
+    def generate_batch(
+        self, conversations: list[list[BaseMessage]], **kwargs: Any
+    ) -> list[AIMessage]:
+        with self._lock:
+            self._batches.append(len(conversations))
+        if self.delay_s:
+            time.sleep(self.delay_s)  # one generation for the whole batch
+        calls = [Call(list(c), kwargs, started=time.perf_counter()) for c in conversations]
+        with self._lock:
+            self._calls.extend(calls)
+        return [AIMessage(content=self.respond(call.prompt, call)) for call in calls]
+
+
+@dataclass
+class SizedProvider(FakeProvider):
+    """A provider whose models have sizes: it estimates them before loading, frees them on
+    release, and records the most bytes it ever held loaded at once."""
+
+    sizes: dict[str, int] = field(default_factory=dict)
+    live: dict[str, int] = field(default_factory=dict)
+    peak_live: int = 0
+    released: list[str] = field(default_factory=list)
+
+    def chat_model(self, ref: str, *, trust_remote_code: bool = False) -> BaseChatModel:
+        model = super().chat_model(ref)
+        self.live[ref] = self.sizes.get(ref, 0)
+        self.peak_live = max(self.peak_live, sum(self.live.values()))
+        return model
+
+    def estimate_chat_model_bytes(self, ref: str, *, trust_remote_code: bool = False) -> int:
+        return self.sizes.get(ref, 0)
+
+    def release_chat_model(self, ref: str, *, trust_remote_code: bool = False) -> None:
+        self.live.pop(ref, None)
+        self.released.append(ref)

@@ -97,3 +97,21 @@ def test_experts_naming_the_same_weights_share_one_loaded_model(tiny_model_dir):
 def test_an_unknown_model_path_is_a_clear_error(tmp_path):
     with pytest.raises(ModelLoadError, match=r"cannot load model '.*no-such-model'"):
         ModelHub().chat_model(str(tmp_path / "no-such-model"))
+
+
+def test_a_batch_of_conversations_gets_the_same_answers_as_one_at_a_time(tiny_chat):
+    conversations = [
+        [SystemMessage("You are terse."), HumanMessage(question)]
+        for question in ("What is the derivative of x?", "yes", "What is x? What is the answer?")
+    ]
+    one_by_one = [tiny_chat.invoke(c, max_new_tokens=6) for c in conversations]
+    batched = tiny_chat.generate_batch(conversations, max_new_tokens=6)
+    assert [m.text for m in batched] == [m.text for m in one_by_one]
+    assert [m.usage_metadata for m in batched] == [m.usage_metadata for m in one_by_one]
+
+
+def test_the_memory_estimate_made_before_loading_matches_the_loaded_weights(tiny_model_dir):
+    hub = ModelHub()
+    estimate = hub.estimate_chat_model_bytes(str(tiny_model_dir))
+    assert estimate > 0
+    assert hub.chat_model(str(tiny_model_dir)).memory_bytes() == estimate

@@ -97,10 +97,11 @@ def _llm_answer(services: Services, context: Context, query: str, parts: list[Su
         SystemMessage(render_prompt("aggregator.system")),
         HumanMessage(render_prompt("aggregator.user", query=query, parts=parts)),
     ]
-    llm = services.chat_model(context.aggregator_model)
-    try:
-        return llm.invoke(messages, max_new_tokens=context.aggregator_max_new_tokens).text.strip()
-    except CompLLMError:
-        raise
-    except Exception:  # the experts' answers still reach the user, concatenated
-        return ""
+    with services.pool.lease(context.aggregator_model) as llm:
+        try:
+            limit = context.aggregator_max_new_tokens
+            return llm.invoke(messages, max_new_tokens=limit).text.strip()
+        except CompLLMError:
+            raise
+        except Exception:  # the experts' answers still reach the user, concatenated
+            return ""

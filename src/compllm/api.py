@@ -17,8 +17,9 @@ from pydantic import BaseModel, ConfigDict
 
 from compllm.errors import QueryError
 from compllm.graph import build_graph
-from compllm.models import ModelProvider
+from compllm.models import ModelProvider, default_hub
 from compllm.plan import Plan, PlannerPath
+from compllm.pool import ExpertPool, parse_bytes
 from compllm.registry import Registry, load_registry
 from compllm.state import Context, InputState, PlannerAttempt, State, SubAnswer
 
@@ -91,16 +92,29 @@ class CompLLM:
         registry: Registry | str | Path | None = None,
         context: Context | None = None,
         provider: ModelProvider | None = None,
+        pool: ExpertPool | None = None,
+        memory_budget: int | str | None = None,
         retry_policy: RetryPolicy | None = None,
         checkpointer: BaseCheckpointSaver[Any] | None = None,
     ) -> None:
+        """registry: an expert registry or its file (default: the built-in experts).
+        context: default run settings; keyword arguments of `invoke` override them.
+        provider / pool: where models come from and the pool that runs them.
+        memory_budget: bytes or a size like "6GB" for the weights loaded at once (a pool of
+        its own over `provider`, or over the default hub)."""
         if isinstance(registry, str | Path):
             registry = load_registry(registry)
         self.registry = registry
         self.context = context or Context()
+        if memory_budget is not None:
+            if pool is not None:
+                raise ValueError("give either pool or memory_budget, not both")
+            budget = parse_bytes(memory_budget) if isinstance(memory_budget, str) else memory_budget
+            pool = ExpertPool(provider or default_hub(), memory_budget_bytes=budget)
         self.graph: CompiledStateGraph[State, Context, InputState, State] = build_graph(
-            provider=provider,
+            provider=None if pool is not None else provider,
             registry=registry,
+            pool=pool,
             retry_policy=retry_policy,
             checkpointer=checkpointer,
         )

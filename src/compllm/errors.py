@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-__all__ = ["CompLLMError", "ModelLoadError", "PromptError", "QueryError", "RegistryError"]
+__all__ = [
+    "CompLLMError",
+    "ConfigError",
+    "ModelBudgetError",
+    "ModelLoadError",
+    "PromptError",
+    "QueryError",
+    "RegistryError",
+]
 
 
 class CompLLMError(Exception):
@@ -23,3 +31,11 @@ class PromptError(CompLLMError):
 
 class QueryError(CompLLMError, ValueError):
     """A query that cannot be answered as given (for example an empty one)."""
+
+
+class ModelBudgetError(CompLLMError):
+    """A model that cannot fit in the memory budget even with every other model unloaded."""
+
+
+class ConfigError(CompLLMError):
+    """A setting (environment variable, option) with a value that cannot be used."""

@@ -1,29 +1,36 @@
-"""Query executor: runs the plan's sub-queries on their experts, in dependency waves.
+"""Query executor, the parts both schedulers share: which sub-queries may start, in which
+order, and how one expert call turns into a `SubAnswer`.
 
-`schedule` runs after every wave. It marks sub-queries whose parents failed as skipped, and
-`dispatch` fans the ready ones out with `Send`, so each expert call is its own node run,
-visible in Studio and in the stream; LangGraph runs a wave's sends in parallel, and at most
-`Context.max_parallel_experts` model calls run at once. A failing or timed-out call is retried
-by the node's retry policy; when the policy gives up, the node's error handler marks the
-sub-query failed and the run goes on. Parents' answers reach their children's prompts quoted
-as data.
+Two schedulers drive these parts:
+- `dataflow` (default): one `execute` node starts each sub-query as a LangGraph task as soon
+  as its own parents are done, so a slow branch never holds back an unrelated one;
+- `waves`: `schedule` and `wave_expert` nodes; every ready sub-query of a wave is a `Send`, and the
+  next wave waits for the slowest call of the current one (LangGraph's superstep barrier).
+
+Either way each expert call is its own node run or task, visible in Studio and in the stream,
+with `subquery_start` / `subquery_end` custom events. Calls go through the `ExpertPool`
+(memory budget, batching, priority). When fewer slots than ready sub-queries are free, those
+with the longest remaining chain (weighted by each expert's recent latency) go first.
 """
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import time
+from collections import Counter
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
-from langgraph.errors import NodeError
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
-from langgraph.types import Command, RetryPolicy, Send
+from langgraph.types import RetryPolicy
 
 from compllm.errors import CompLLMError
-from compllm.plan import SubQuery
+from compllm.plan import Plan, SubQuery
 from compllm.prompts import render_prompt
-from compllm.state import Context, ExpertTask, NodeFunction, ParentAnswer, State, SubAnswer
+from compllm.registry import Registry
+from compllm.state import Context, ExpertTask, ParentAnswer, SubAnswer
 
 if TYPE_CHECKING:
     from compllm.services import Services
@@ -32,11 +39,15 @@ __all__ = [
     "DEFAULT_EXPERT_RETRY",
     "ExpertFailure",
     "ExpertTimeoutError",
-    "dispatch",
-    "make_expert_failed_node",
-    "make_expert_node",
+    "acall_expert",
+    "call_expert",
+    "end_event",
+    "expert_task",
+    "failed_answer",
     "quote_answer",
-    "schedule",
+    "remaining_ranks",
+    "skipped_answers",
+    "startable",
 ]
 
 
@@ -51,9 +62,12 @@ class ExpertFailure(Exception):
         super().__init__(f"{type(cause).__name__}: {cause}")
         self.cause, self.attempt, self.started_at = cause, attempt, started_at
 
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable, as checkpointed task errors are
+        return (type(self), (self.cause, self.attempt, self.started_at))
+
 
 def _retryable(exc: Exception) -> bool:
-    # Configuration errors (a model that cannot load) fail the same way every time.
+    # Configuration errors (a model that cannot load or fit) fail the same way every time.
     return not isinstance(exc, CompLLMError)
 
 
@@ -61,48 +75,88 @@ DEFAULT_EXPERT_RETRY = RetryPolicy(
     max_attempts=2, initial_interval=0.5, backoff_factor=2.0, jitter=True, retry_on=_retryable
 )
 
+# -- scheduling --------------------------------------------------------------------------
 
-def schedule(state: State) -> dict[str, Any]:
-    """Between waves: a sub-query whose parent has no answer is skipped, with the reason."""
-    plan, answers = state["plan"], dict(state.get("answers") or {})
-    skipped: dict[str, SubAnswer] = {}
+
+def skipped_answers(plan: Plan, answers: Mapping[str, SubAnswer]) -> dict[str, SubAnswer]:
+    """Sub-queries that can never run because a parent (or its parent) has no answer."""
+    known, skipped = dict(answers), {}
     for sid in plan.topological_order():
-        if sid in answers:
+        if sid in known:
             continue
         sub = plan.get(sid)
-        missing = [d for d in sub.depends_on if d in answers and answers[d].status != "ok"]
+        missing = [d for d in sub.depends_on if d in known and known[d].status != "ok"]
         if missing:
-            answers[sid] = skipped[sid] = SubAnswer(
+            known[sid] = skipped[sid] = SubAnswer(
                 id=sid,
                 question=sub.question,
                 expert=sub.expert or "",
                 status="skipped",
                 error=f"not run: it needs {', '.join(missing)}, which has no answer",
             )
-    return {"answers": skipped} if skipped else {}
+    return skipped
 
 
-def dispatch(state: State) -> list[Send] | str:
-    """Send every ready sub-query to the expert node, or go to the aggregator when none is
-    left."""
-    plan, answers = state["plan"], state.get("answers") or {}
+def remaining_ranks(plan: Plan, services: Services) -> dict[str, float]:
+    """For each sub-query, the expected length of the longest chain from it to the end of
+    the plan (itself included): the sub-query with the highest rank is on the critical path."""
+    rank: dict[str, float] = {}
+    for sid in reversed(plan.topological_order()):
+        own = services.expected_latency(plan.get(sid).expert or "")
+        rank[sid] = own + max((rank[c] for c in plan.children(sid)), default=0.0)
+    return rank
+
+
+def startable(
+    plan: Plan,
+    answers: Mapping[str, SubAnswer],
+    running: Mapping[str, str],
+    *,
+    context: Context,
+    registry: Registry,
+    ranks: Mapping[str, float],
+) -> list[SubQuery]:
+    """Ready sub-queries (parents answered, not started) that free slots allow, critical
+    path first. `running` maps the sub-queries in flight to their experts."""
     ready = [
         sub
         for sub in plan.subqueries
         if sub.id not in answers
+        and sub.id not in running
         and all(d in answers and answers[d].status == "ok" for d in sub.depends_on)
     ]
-    if not ready:
-        return "aggregate"
-    return [Send("expert", _expert_task(sub, answers)) for sub in ready]
+    order = {sub.id: i for i, sub in enumerate(plan.subqueries)}
+    ready.sort(key=lambda sub: (-ranks.get(sub.id, 0.0), order[sub.id]))
+    free = max(0, context.max_parallel_experts - len(running))
+    per_expert = Counter(running.values())
+    chosen: list[SubQuery] = []
+    for sub in ready:
+        if len(chosen) == free:
+            break
+        expert = sub.expert or ""
+        limit = registry.expert(expert).max_concurrency if expert in registry.names else None
+        if limit is not None and per_expert[expert] >= limit:
+            continue
+        per_expert[expert] += 1
+        chosen.append(sub)
+    return chosen
 
 
-def _expert_task(sub: SubQuery, answers: dict[str, SubAnswer]) -> ExpertTask:
+def expert_task(sub: SubQuery, answers: Mapping[str, SubAnswer], priority: float) -> ExpertTask:
     parents = [
         ParentAnswer(id=d, question=answers[d].question, answer=answers[d].answer)
         for d in sub.depends_on
     ]
-    return ExpertTask(id=sub.id, question=sub.question, expert=sub.expert or "", parents=parents)
+    return ExpertTask(
+        id=sub.id,
+        question=sub.question,
+        expert=sub.expert or "",
+        parents=parents,
+        priority=priority,
+    )
+
+
+# -- one expert call ---------------------------------------------------------------------
 
 
 def quote_answer(text: str) -> str:
@@ -110,90 +164,120 @@ def quote_answer(text: str) -> str:
     return text.replace("</result", "<\\/result").replace("<result", "<\\result")
 
 
-def make_expert_node(services: Services) -> NodeFunction[ExpertTask]:
-    """The expert node: one sub-query, one model call, one answer. Failures raise
-    `ExpertFailure` so that the node's retry policy and error handler see them."""
+class _Call:
+    """One attempt at one sub-query: its prompt, its pool call and its outcome."""
 
-    def expert(state: ExpertTask, *, runtime: Runtime[Context]) -> dict[str, Any]:
-        context = runtime.context or Context()
-        spec = services.registry(context).expert(state["expert"])
+    def __init__(self, services: Services, task: ExpertTask, runtime: Runtime[Context]) -> None:
+        self.services, self.task, self.runtime = services, task, runtime
+        self.context = runtime.context or Context()
+        info = runtime.execution_info
+        self.attempt = info.node_attempt if info else 1
+        self.started_at = (info.node_first_attempt_time if info else None) or time.time()
+
+    def submit(self) -> concurrent.futures.Future[AIMessage]:
+        spec = self.services.registry(self.context).expert(self.task["expert"])
         parents = [
             {**p, "question": p["question"].replace('"', "'"), "answer": quote_answer(p["answer"])}
-            for p in state["parents"]
+            for p in self.task["parents"]
         ]
         messages: list[BaseMessage] = [
             SystemMessage(spec.system_prompt),
-            HumanMessage(render_prompt("expert.user", question=state["question"], parents=parents)),
+            HumanMessage(
+                render_prompt("expert.user", question=self.task["question"], parents=parents)
+            ),
         ]
-        base = _identity(state)
-        attempt = runtime.execution_info.node_attempt if runtime.execution_info else 1
-        with services.expert_slots(context.max_parallel_experts):
-            if attempt == 1:
-                runtime.stream_writer({"event": "subquery_start", **base})
-            started = time.time()
-            try:
-                model = services.chat_model(spec.model, trust_remote_code=spec.trust_remote_code)
-                message = _call_with_timeout(
-                    model, messages, spec.generation.model_dump(), context.expert_timeout_s
-                )
-                text = message.text.strip()
-                if not text:
-                    raise ValueError("the expert returned an empty answer")
-            except CompLLMError:
-                raise  # misconfiguration (e.g. a model path that does not exist) stops the run
-            except Exception as exc:
-                raise ExpertFailure(exc, attempt, _first_start(runtime, started)) from exc
-        usage = getattr(message, "usage_metadata", None) or {}
+        if self.attempt == 1:
+            self.runtime.stream_writer({"event": "subquery_start", **_identity(self.task)})
+        return self.services.pool.call(
+            spec.model,
+            messages,
+            spec.generation.model_dump(),
+            trust_remote_code=spec.trust_remote_code,
+            priority=self.task["priority"],
+            max_batch_size=self.context.max_batch_size,
+        )
+
+    def timeout(self, future: concurrent.futures.Future[AIMessage]) -> ExpertFailure:
+        future.cancel()  # still queued: it never runs; running: its result is dropped
+        limit = self.context.expert_timeout_s
+        return self.failure(ExpertTimeoutError(f"no answer within {limit:g} s"))
+
+    def failure(self, exc: BaseException) -> ExpertFailure:
+        return ExpertFailure(exc, self.attempt, self.started_at)
+
+    def answer(self, message: AIMessage) -> SubAnswer:
+        text = message.text.strip()
+        if not text:
+            raise self.failure(ValueError("the expert returned an empty answer"))
+        usage = message.usage_metadata
         answer = SubAnswer(
-            **base,
+            **_identity(self.task),
             status="ok",
             answer=text,
-            output_tokens=usage.get("output_tokens"),
-            started_at=_first_start(runtime, started),
+            output_tokens=usage["output_tokens"] if usage else None,
+            started_at=self.started_at,
             finished_at=time.time(),
-            attempts=attempt,
+            attempts=self.attempt,
         )
-        runtime.stream_writer(_end_event(answer))
-        return {"answers": {answer.id: answer}}
+        self.services.observe_latency(answer.expert, time.time() - self.started_at)
+        self.runtime.stream_writer(end_event(answer))
+        return answer
 
-    return expert
+
+def call_expert(services: Services, task: ExpertTask, runtime: Runtime[Context]) -> SubAnswer:
+    """Answer one sub-query (blocking). Raises `ExpertFailure` for the retry policy, and
+    configuration errors (`CompLLMError`) as they are."""
+    call = _Call(services, task, runtime)
+    future = call.submit()
+    try:
+        message = future.result(timeout=call.context.expert_timeout_s)
+    except concurrent.futures.TimeoutError:
+        raise call.timeout(future) from None
+    except CompLLMError:
+        raise
+    except Exception as exc:
+        raise call.failure(exc) from exc
+    return call.answer(message)
 
 
-def make_expert_failed_node(services: Services) -> Any:
-    """The expert node's error handler: after the last retry, record the failure as the
-    sub-query's answer so that the run finishes and the aggregator can report it."""
-
-    def expert_failed(
-        state: ExpertTask, error: NodeError, *, runtime: Runtime[Context]
-    ) -> Command[str]:
-        failure = error.error
-        if not isinstance(failure, ExpertFailure):
-            raise failure  # a bug or a configuration error: fail the run loudly
-        answer = SubAnswer(
-            **_identity(state),
-            status="failed",
-            error=str(failure),
-            started_at=failure.started_at,
-            finished_at=time.time(),
-            attempts=failure.attempt,
+async def acall_expert(
+    services: Services, task: ExpertTask, runtime: Runtime[Context]
+) -> SubAnswer:
+    """`call_expert` for async runs: waiting holds no thread."""
+    call = _Call(services, task, runtime)
+    future = call.submit()
+    try:
+        message = await asyncio.wait_for(
+            asyncio.wrap_future(future), timeout=call.context.expert_timeout_s
         )
-        runtime.stream_writer(_end_event(answer))
-        # The handler is its own node: route on to `schedule` as the expert node would have.
-        return Command(update={"answers": {answer.id: answer}}, goto="schedule")
-
-    return expert_failed
-
-
-def _identity(state: ExpertTask) -> dict[str, str]:
-    return {"id": state["id"], "question": state["question"], "expert": state["expert"]}
+    except TimeoutError:
+        raise call.timeout(future) from None
+    except CompLLMError:
+        raise
+    except Exception as exc:
+        raise call.failure(exc) from exc
+    return call.answer(message)
 
 
-def _first_start(runtime: Runtime[Context], fallback: float) -> float:
-    info = runtime.execution_info
-    return (info.node_first_attempt_time if info else None) or fallback
+def failed_answer(task: ExpertTask, failure: BaseException) -> SubAnswer:
+    """The recorded outcome of a sub-query whose retries all failed."""
+    attempt = failure.attempt if isinstance(failure, ExpertFailure) else 1
+    started = failure.started_at if isinstance(failure, ExpertFailure) else None
+    return SubAnswer(
+        **_identity(task),
+        status="failed",
+        error=str(failure),
+        started_at=started,
+        finished_at=time.time(),
+        attempts=attempt,
+    )
 
 
-def _end_event(answer: SubAnswer) -> dict[str, Any]:
+def _identity(task: ExpertTask) -> dict[str, str]:
+    return {"id": task["id"], "question": task["question"], "expert": task["expert"]}
+
+
+def end_event(answer: SubAnswer) -> dict[str, Any]:
     return {
         "event": "subquery_end",
         "id": answer.id,
@@ -206,18 +290,3 @@ def _end_event(answer: SubAnswer) -> dict[str, Any]:
         "attempts": answer.attempts,
         "error": answer.error,
     }
-
-
-def _call_with_timeout(
-    model: Any, messages: list[BaseMessage], settings: dict[str, Any], timeout_s: float
-) -> Any:
-    """`model.invoke` on a thread of its own so that a hung generation cannot hold the run
-    past the timeout (the thread itself cannot be killed; its result is discarded)."""
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-    future = pool.submit(model.invoke, messages, **settings)
-    try:
-        return future.result(timeout=timeout_s)
-    except concurrent.futures.TimeoutError:
-        raise ExpertTimeoutError(f"no answer within {timeout_s:g} s") from None
-    finally:
-        pool.shutdown(wait=False)

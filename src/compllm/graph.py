@@ -1,42 +1,48 @@
 """The Comp-LLM graph. This module only wires; each node family lives in its own module.
 
-START -> plan -> route -> schedule -(Send per ready sub-query)-> expert -> schedule
-                                   \\-(nothing left)-> aggregate -> END
+START -> plan -> route -+-> execute (dataflow: one task per sub-query) -------+-> aggregate -> END
+                        \\-> schedule -(Send per ready sub-query)-> wave_expert +  |
+                             ^---------------------------------------------/  |
+                             \\-(nothing left)--------------------------------/
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
+from langgraph.runtime import Runtime
 from langgraph.types import RetryPolicy
 
 from compllm.aggregator import make_aggregate_node
-from compllm.executor import (
-    DEFAULT_EXPERT_RETRY,
-    dispatch,
-    make_expert_failed_node,
-    make_expert_node,
-    schedule,
-)
+from compllm.dataflow import make_execute_node
+from compllm.executor import DEFAULT_EXPERT_RETRY
 from compllm.models import ModelProvider
 from compllm.planner import make_plan_node
+from compllm.pool import ExpertPool
 from compllm.registry import Registry
 from compllm.router import make_route_node
 from compllm.services import Services
 from compllm.state import Context, InputState, State
+from compllm.waves import make_dispatch, make_expert_failed_node, make_wave_expert_node, schedule
 
 __all__ = ["build_graph", "graph"]
 
 _RUN_THREADS = 64
 
 
+def _choose_executor(state: State, runtime: Runtime[Context]) -> Literal["execute", "schedule"]:
+    context = runtime.context or Context()
+    return "schedule" if context.executor == "waves" else "execute"
+
+
 def build_graph(
     *,
     provider: ModelProvider | None = None,
     registry: Registry | None = None,
+    pool: ExpertPool | None = None,
     retry_policy: RetryPolicy | None = None,
     checkpointer: BaseCheckpointSaver[Any] | None = None,
     name: str = "compllm",
@@ -45,30 +51,35 @@ def build_graph(
 
     provider: where models come from (default: the process-wide `ModelHub`, lazy and cached).
     registry: experts to use instead of `Context.registry_path` (default: the built-in ones).
+    pool: runs the model calls within a memory budget, batched (default: one per provider;
+        the process-wide hub's pool reads `$COMPLLM_MEMORY_BUDGET`).
     retry_policy: for each expert call (default: 2 attempts, not on configuration errors).
     """
-    services = Services(provider, registry)
+    services = Services(provider, registry, pool)
+    retry = retry_policy or DEFAULT_EXPERT_RETRY
     builder = StateGraph(State, context_schema=Context, input_schema=InputState)
     builder.add_node("plan", make_plan_node(services))
     builder.add_node("route", make_route_node(services))
+    builder.add_node("execute", make_execute_node(services, retry))
     builder.add_node("schedule", schedule)
     builder.add_node(
-        "expert",
-        make_expert_node(services),
-        retry_policy=retry_policy or DEFAULT_EXPERT_RETRY,
-        error_handler=make_expert_failed_node(services),
+        "wave_expert",  # not "expert": LangGraph would apply its error handler to the tasks
+        make_wave_expert_node(services),
+        retry_policy=retry,
+        error_handler=make_expert_failed_node(),
     )
     builder.add_node("aggregate", make_aggregate_node(services))
     builder.add_edge(START, "plan")
     builder.add_edge("plan", "route")
-    builder.add_edge("route", "schedule")
-    builder.add_conditional_edges("schedule", dispatch, ["expert", "aggregate"])
-    builder.add_edge("expert", "schedule")
+    builder.add_conditional_edges("route", _choose_executor, ["execute", "schedule"])
+    builder.add_edge("execute", "aggregate")
+    builder.add_conditional_edges("schedule", make_dispatch(services), ["wave_expert", "aggregate"])
+    builder.add_edge("wave_expert", "schedule")
     builder.add_edge("aggregate", END)
     compiled = builder.compile(checkpointer=checkpointer, name=name)
-    # `max_concurrency` sizes the thread pool of a sync run; the default (CPUs + 4) would
-    # cap parallel experts on small machines. The resource bound is
-    # `Context.max_parallel_experts`, not this.
+    # `max_concurrency` sizes the thread pool of a sync run, which also runs the dataflow
+    # executor's tasks; the default (CPUs + 4) would cap parallel experts on small machines.
+    # The resource bounds are `Context.max_parallel_experts` and the pool, not this.
     return compiled.with_config(max_concurrency=_RUN_THREADS)
 
 

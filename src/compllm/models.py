@@ -12,6 +12,7 @@ Embedded defaults (no network needed):
 
 from __future__ import annotations
 
+import gc
 import importlib.metadata
 import logging
 import os
@@ -87,6 +88,27 @@ class ModelHub:
                 self._chat[key] = self._load_chat(ref, trust_remote_code)
                 self._say(f"loaded {ref} in {time.perf_counter() - started:.1f} s")
             return self._chat[key]
+
+    def estimate_chat_model_bytes(self, ref: str, *, trust_remote_code: bool = False) -> int:
+        """The weights' size in memory, computed from the config without loading them
+        (0 when the config cannot be read: the load then reports the real error)."""
+        path = self._embedded_smollm2() if ref == EMBEDDED_CHAT_MODEL else ref
+        try:
+            return estimate_transformers_bytes(path, trust_remote_code=trust_remote_code)
+        except (OSError, ValueError, KeyError):
+            return 0
+
+    def release_chat_model(self, ref: str, *, trust_remote_code: bool = False) -> None:
+        """Forget a loaded model so that its memory can be freed (the pool evicts with it)."""
+        with self._lock:
+            released = self._chat.pop((ref, trust_remote_code), None)
+        if released is not None:
+            del released
+            gc.collect()
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
 
     def embeddings(self, ref: str) -> Embeddings:
         with self._lock:
@@ -185,6 +207,22 @@ def load_transformers(path: str, *, trust_remote_code: bool = False) -> tuple[An
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
     return model, tokenizer
+
+
+def estimate_transformers_bytes(path: str, *, trust_remote_code: bool = False) -> int:
+    """Bytes the model's parameters and buffers take once loaded on this machine's device
+    (bf16 on CUDA, float32 on CPU), from an empty model built on the meta device."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    dtype = torch.bfloat16 if _device() == "cuda" else torch.float32
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(  # type: ignore[no-untyped-call]
+            config, dtype=dtype, trust_remote_code=trust_remote_code
+        )
+    tensors = {id(t): t for t in (*model.parameters(), *model.buffers())}
+    return sum(t.numel() * t.element_size() for t in tensors.values())
 
 
 def _device() -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.language_models import BaseChatModel
@@ -256,16 +257,18 @@ def make_plan_node(services: Services) -> NodeFunction[State]:
                 max_subqueries=context.max_subqueries,
             )
             return {"plan": given, "planner_path": "given", "timings": {"plan": 0.0}}
-        llm = (
-            None if context.planner_mode == "rules" else services.chat_model(context.planner_model)
-        )
-        result, path, attempts = plan_query(
-            state["query"],
-            llm,
-            max_subqueries=context.max_subqueries,
-            max_new_tokens=context.planner_max_new_tokens,
-            allow_fallback=context.planner_mode != "llm",
-        )
+        with (
+            nullcontext(None)
+            if context.planner_mode == "rules"
+            else services.pool.lease(context.planner_model)
+        ) as llm:
+            result, path, attempts = plan_query(
+                state["query"],
+                llm,
+                max_subqueries=context.max_subqueries,
+                max_new_tokens=context.planner_max_new_tokens,
+                allow_fallback=context.planner_mode != "llm",
+            )
         return {
             "plan": result,
             "planner_path": path,

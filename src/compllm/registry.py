@@ -57,6 +57,9 @@ class ExpertSpec(BaseModel):
     system_prompt: str = Field(min_length=1)
     generation: GenerationSettings = GenerationSettings()
     trust_remote_code: bool = False
+    max_concurrency: int | None = Field(
+        default=None, ge=1, description="Most calls of this expert running at once in a run."
+    )
 
     @property
     def profile_texts(self) -> list[str]:

@@ -3,33 +3,56 @@ run's `Context` and cached, so each run of a graph reuses what earlier runs load
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
-from langchain_core.language_models import BaseChatModel
-
+from compllm.errors import ConfigError
 from compllm.models import ModelProvider, default_hub
+from compllm.pool import ExpertPool, parse_bytes
 from compllm.registry import Registry, default_registry, load_registry
 from compllm.router import ExpertRouter
 from compllm.state import Context
 
-__all__ = ["Services"]
+__all__ = ["Services", "default_pool"]
+
+_LATENCY_MEMORY = 0.3  # weight of the newest observation in an expert's mean latency
 
 
 class Services:
     """Resolves models, registry and router for a run.
 
     `registry`, when given, overrides `Context.registry_path` (used by the library API and
-    tests that build a registry in memory).
+    tests that build a registry in memory). `pool` runs every model call (default: one pool
+    over `provider`; the process-wide default hub has a process-wide pool).
     """
 
-    def __init__(self, provider: ModelProvider | None = None, registry: Registry | None = None):
-        self.provider: ModelProvider = provider or default_hub()
+    def __init__(
+        self,
+        provider: ModelProvider | None = None,
+        registry: Registry | None = None,
+        pool: ExpertPool | None = None,
+    ):
+        if pool is not None and provider is not None and pool.provider is not provider:
+            raise ValueError("the pool must load from the same provider")
+        self._pool = pool or (ExpertPool(provider) if provider is not None else None)
         self._registry = registry
         self._registries: dict[tuple[str, float], Registry] = {}
         self._routers: dict[tuple[str, str], ExpertRouter] = {}
-        self._slots: dict[int, threading.BoundedSemaphore] = {}
+        self._latency: dict[str, float] = {}
         self._lock = threading.Lock()
+
+    @property
+    def pool(self) -> ExpertPool:
+        # The default pool is resolved on first use, so a bad $COMPLLM_MEMORY_BUDGET fails
+        # a run with a clear error instead of failing `import compllm`.
+        if self._pool is None:
+            self._pool = default_pool()
+        return self._pool
+
+    @property
+    def provider(self) -> ModelProvider:
+        return self.pool.provider
 
     def registry(self, context: Context) -> Registry:
         if self._registry is not None:
@@ -52,14 +75,41 @@ class Services:
                 self._routers[key] = ExpertRouter(registry, embeddings)
             return self._routers[key]
 
-    def chat_model(self, ref: str, *, trust_remote_code: bool = False) -> BaseChatModel:
-        return self.provider.chat_model(ref, trust_remote_code=trust_remote_code)
-
-    def expert_slots(self, limit: int) -> threading.BoundedSemaphore:
-        """The semaphore that bounds concurrent expert calls to `limit`, shared by all runs
-        of this graph (LangGraph's `max_concurrency` is per run and also bounds the other
-        nodes)."""
+    def observe_latency(self, expert: str, seconds: float) -> None:
+        """Record how long an expert call took (feeds the executor's critical-path ranks)."""
         with self._lock:
-            if limit not in self._slots:
-                self._slots[limit] = threading.BoundedSemaphore(max(1, limit))
-            return self._slots[limit]
+            old = self._latency.get(expert)
+            self._latency[expert] = (
+                seconds if old is None else old + _LATENCY_MEMORY * (seconds - old)
+            )
+
+    def expected_latency(self, expert: str) -> float:
+        """The expert's recent mean latency; unseen experts count as the mean of the others
+        (1 s when none is known), so ranks compare chains of sub-queries fairly."""
+        with self._lock:
+            if expert in self._latency:
+                return self._latency[expert]
+            known = list(self._latency.values())
+        return sum(known) / len(known) if known else 1.0
+
+
+_DEFAULT_POOL: ExpertPool | None = None
+_DEFAULT_POOL_LOCK = threading.Lock()
+
+
+def default_pool() -> ExpertPool:
+    """The process-wide pool over the process-wide hub, so that rebuilt graphs share loaded
+    models. Its budget comes from `$COMPLLM_MEMORY_BUDGET` (e.g. `6GB`, `512MiB`)."""
+    global _DEFAULT_POOL
+    with _DEFAULT_POOL_LOCK:
+        if _DEFAULT_POOL is None:
+            _DEFAULT_POOL = ExpertPool(default_hub(), memory_budget_bytes=_env_budget())
+        return _DEFAULT_POOL
+
+
+def _env_budget() -> int | None:
+    text = os.environ.get("COMPLLM_MEMORY_BUDGET", "").strip()
+    try:
+        return parse_bytes(text) if text else None
+    except ValueError as exc:
+        raise ConfigError(f"$COMPLLM_MEMORY_BUDGET: {exc}") from None

@@ -78,6 +78,7 @@ class ExpertTask(TypedDict):
     question: str
     expert: str
     parents: list[ParentAnswer]
+    priority: float  # the sub-query's remaining critical path: higher goes first
 
 
 def merge_answers(
@@ -165,9 +166,23 @@ class Context:
     aggregator_max_new_tokens: int = field(
         default=256, metadata={"description": "Token budget of the final answer."}
     )
+    executor: Literal["dataflow", "waves"] = field(
+        default="dataflow",
+        metadata={
+            "description": "dataflow: each sub-query starts as soon as its own parents are "
+            "done; waves: in dependency waves, each wave waiting for its slowest call."
+        },
+    )
     max_parallel_experts: int = field(
         default=4,
-        metadata={"description": "Most expert calls running at once (across runs of a graph)."},
+        metadata={
+            "description": "Most expert calls of one run at once; when fewer than the ready "
+            "sub-queries, those on the longest remaining chain go first."
+        },
+    )
+    max_batch_size: int = field(
+        default=8,
+        metadata={"description": "Most ready sub-queries on one model generated as one batch."},
     )
     expert_timeout_s: float = field(
         default=300.0,

@@ -57,11 +57,41 @@ class TransformersChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
+        message = self._generate_messages([messages], stop=stop, **kwargs)[0]
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+    def generate_batch(
+        self, conversations: Sequence[Sequence[BaseMessage]], **kwargs: Any
+    ) -> list[AIMessage]:
+        """Answer several conversations in one left-padded `generate` call (same settings).
+        The pool uses it for sub-queries that are ready together on the same weights."""
+        return self._generate_messages(conversations, **kwargs)
+
+    def memory_bytes(self) -> int:
+        """Bytes held by the weights (parameters and buffers; tied tensors counted once)."""
+        tensors = {t.data_ptr(): t for t in (*self.model.parameters(), *self.model.buffers())}
+        return sum(t.numel() * t.element_size() for t in tensors.values())
+
+    def _generate_messages(
+        self,
+        conversations: Sequence[Sequence[BaseMessage]],
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> list[AIMessage]:
         import torch
 
-        chat = [{"role": _ROLES.get(m.type, "user"), "content": m.text} for m in messages]
-        inputs = self.tokenizer.apply_chat_template(
-            chat, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        prompts = [
+            self.tokenizer.apply_chat_template(
+                [{"role": _ROLES.get(m.type, "user"), "content": m.text} for m in messages],
+                add_generation_prompt=True,
+                tokenize=False,
+            )
+            for messages in conversations
+        ]
+        # The chat template already wrote the special tokens; padding goes on the left so
+        # that every row's continuation starts at the same column.
+        inputs = self.tokenizer(
+            prompts, return_tensors="pt", padding=True, add_special_tokens=False
         ).to(self.model.device)
         settings = {k: kwargs[k] for k in _GENERATION_KEYS if kwargs.get(k) is not None}
         temperature = float(settings.pop("temperature", 0.0))
@@ -76,24 +106,35 @@ class TransformersChatModel(BaseChatModel):
         else:
             generate_kwargs["top_p"] = None  # greedy: silence sampling-only settings
         if kwargs.get("json_schema") is not None:
+            if len(prompts) > 1:
+                raise ValueError("json_schema decoding takes one conversation at a time")
             generate_kwargs["logits_processor"] = [self._json_processor(kwargs["json_schema"])]
         prompt_length = inputs["input_ids"].shape[1]
         with torch.inference_mode():
             output = self.model.generate(**inputs, **generate_kwargs)
-        new_tokens = output[0][prompt_length:]
-        text = self.tokenizer.decode(new_tokens, skip_special_tokens=True)
-        finish = "length" if len(new_tokens) >= generate_kwargs["max_new_tokens"] else "stop"
-        text = _cut_at_stop(text, stop)
-        message = AIMessage(
-            content=text,
-            usage_metadata={
-                "input_tokens": int(prompt_length),
-                "output_tokens": len(new_tokens),
-                "total_tokens": int(prompt_length + len(new_tokens)),
-            },
-            response_metadata={"model": self.model_ref, "finish_reason": finish},
-        )
-        return ChatResult(generations=[ChatGeneration(message=message)])
+        stop_ids = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id} - {None}
+        messages = []
+        for row, attention in zip(output, inputs["attention_mask"], strict=True):
+            new_tokens = row[prompt_length:].tolist()
+            # A finished row is padded to the batch's length: cut at its first stop token.
+            length = next((i for i, t in enumerate(new_tokens) if t in stop_ids), None)
+            generated = new_tokens if length is None else new_tokens[:length]
+            text = _cut_at_stop(self.tokenizer.decode(generated, skip_special_tokens=True), stop)
+            input_tokens = int(attention.sum())
+            output_tokens = len(generated) + (0 if length is None else 1)  # + the stop token
+            finish = "length" if length is None else "stop"
+            messages.append(
+                AIMessage(
+                    content=text,
+                    usage_metadata={
+                        "input_tokens": input_tokens,
+                        "output_tokens": output_tokens,
+                        "total_tokens": input_tokens + output_tokens,
+                    },
+                    response_metadata={"model": self.model_ref, "finish_reason": finish},
+                )
+            )
+        return messages
 
     def _json_processor(self, schema: dict[str, Any]) -> Any:
         """A fresh xgrammar logits processor (they are stateful) for a cached grammar."""

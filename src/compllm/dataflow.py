@@ -1,0 +1,134 @@
+"""The dataflow scheduler: one `execute` node that starts each sub-query as a LangGraph task
+the moment its own parents are done.
+
+LangGraph's supersteps would make a child of a fast branch wait for an unrelated slow
+sibling; tasks run outside that barrier. The node keeps the plan's bookkeeping (what is
+running, what is ready, what must be skipped) and waits for whichever call finishes first,
+so a run takes about its plan's critical path. Each call is still its own task named
+`expert` (in Studio, in the stream, in the checkpoint: a resumed run does not recompute
+finished calls), with the retry policy on the task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from langchain_core.runnables import Runnable, RunnableLambda
+from langgraph.func import task
+from langgraph.runtime import get_runtime
+from langgraph.types import RetryPolicy
+
+from compllm.executor import (
+    ExpertFailure,
+    acall_expert,
+    call_expert,
+    end_event,
+    expert_task,
+    failed_answer,
+    remaining_ranks,
+    skipped_answers,
+    startable,
+)
+from compllm.state import Context, ExpertTask, State, SubAnswer
+
+if TYPE_CHECKING:
+    from compllm.services import Services
+
+__all__ = ["make_execute_node"]
+
+
+class _PlanRun:
+    """Bookkeeping of one plan's execution inside the `execute` node."""
+
+    def __init__(self, services: Services, state: State) -> None:
+        self.runtime = get_runtime(Context)
+        self.context = self.runtime.context or Context()
+        self.services, self.plan = services, state["plan"]
+        self.registry = services.registry(self.context)
+        self.ranks = remaining_ranks(self.plan, services)
+        self.answers: dict[str, SubAnswer] = dict(state.get("answers") or {})
+        self.new: dict[str, SubAnswer] = {}
+        self.running: dict[str, str] = {}  # sub-query id -> expert
+        self._record(skipped_answers(self.plan, self.answers))
+
+    def next_tasks(self) -> list[ExpertTask]:
+        """The sub-queries to start now (ready, within slots, critical path first)."""
+        subs = startable(
+            self.plan,
+            self.answers,
+            self.running,
+            context=self.context,
+            registry=self.registry,
+            ranks=self.ranks,
+        )
+        for sub in subs:
+            self.running[sub.id] = sub.expert or ""
+        return [expert_task(sub, self.answers, self.ranks[sub.id]) for sub in subs]
+
+    def finish(self, task_input: ExpertTask, outcome: SubAnswer | BaseException) -> None:
+        del self.running[task_input["id"]]
+        if isinstance(outcome, BaseException):
+            if not isinstance(outcome, ExpertFailure):
+                raise outcome  # a bug or a configuration error: fail the run loudly
+            outcome = failed_answer(task_input, outcome)
+            self.runtime.stream_writer(end_event(outcome))
+        self._record({outcome.id: outcome})
+        self._record(skipped_answers(self.plan, self.answers))
+
+    def update(self) -> dict[str, Any]:
+        return {"answers": self.new} if self.new else {}
+
+    def _record(self, answers: Mapping[str, SubAnswer]) -> None:
+        self.answers.update(answers)
+        self.new.update(answers)
+
+
+def _expert_task(body: Callable[[ExpertTask], Any], retry_policy: RetryPolicy) -> Any:
+    # A LangGraph task named `expert`: calling it returns a future (sync) or an awaitable.
+    # (`task`'s overloads do not type-check under mypy, hence the ignore.)
+    return task(name="expert", retry_policy=retry_policy)(body)  # type: ignore[arg-type]
+
+
+def make_execute_node(services: Services, retry_policy: RetryPolicy) -> Runnable[Any, Any]:
+    """The `execute` node, with a sync body for `invoke`/`stream` and an async one for
+    `ainvoke`/`astream` (the LangGraph server), each driving its own kind of task."""
+
+    def answer(expert_input: ExpertTask) -> SubAnswer:
+        return call_expert(services, expert_input, get_runtime(Context))
+
+    async def aanswer(expert_input: ExpertTask) -> SubAnswer:
+        return await acall_expert(services, expert_input, get_runtime(Context))
+
+    expert = _expert_task(answer, retry_policy)
+    aexpert = _expert_task(aanswer, retry_policy)
+
+    def execute(state: State) -> dict[str, Any]:
+        run = _PlanRun(services, state)
+        running: dict[concurrent.futures.Future[SubAnswer], ExpertTask] = {}
+        while True:
+            for expert_input in run.next_tasks():
+                running[expert(expert_input)] = expert_input
+            if not running:
+                return run.update()
+            done, _ = concurrent.futures.wait(
+                running, return_when=concurrent.futures.FIRST_COMPLETED
+            )
+            for future in done:
+                run.finish(running.pop(future), future.exception() or future.result())
+
+    async def aexecute(state: State) -> dict[str, Any]:
+        run = _PlanRun(services, state)
+        running: dict[asyncio.Future[SubAnswer], ExpertTask] = {}
+        while True:
+            for expert_input in run.next_tasks():
+                running[asyncio.ensure_future(aexpert(expert_input))] = expert_input
+            if not running:
+                return run.update()
+            done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            for future in done:
+                run.finish(running.pop(future), future.exception() or future.result())
+
+    return RunnableLambda(execute, afunc=aexecute, name="execute")

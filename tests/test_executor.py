@@ -1,0 +1,239 @@
+"""Scheduling semantics of the executors, pinned without timing: who may start when.
+
+The dataflow executor (default) starts a sub-query as soon as its own parents are done; the
+wave executor waits for the whole wave. Slots bound a run; when they are scarce, the longest
+remaining chain goes first. Blocking fakes make the order deterministic.
+"""
+
+import asyncio
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from langchain_core.messages import HumanMessage
+from langgraph.types import RetryPolicy
+
+from compllm import CompLLM, Context, Plan, SubQuery
+from compllm.errors import ModelBudgetError
+from compllm.pool import ExpertPool
+from compllm.registry import parse_registry
+from tests.fakes import (
+    TEST_REGISTRY_YAML,
+    BatchingChatModel,
+    ScriptedChatModel,
+    SizedProvider,
+    make_provider,
+)
+
+FAST_RETRY = RetryPolicy(max_attempts=2, initial_interval=0.01, jitter=False, retry_on=Exception)
+CONTEXT = Context(
+    planner_model="planner-model", aggregator_model="aggregator-model", embedding_model="fake"
+)
+EXECUTORS = ["dataflow", "waves"]
+
+
+def plan_of(*subqueries: tuple[str, str, list[str]]) -> Plan:
+    return Plan.build([SubQuery(id=i, question=q, depends_on=tuple(d)) for i, q, d in subqueries])
+
+
+def run(provider, registry, plan: Plan, **context):
+    pipeline = CompLLM(
+        registry=registry, context=CONTEXT, provider=provider, retry_policy=FAST_RETRY
+    )
+    return pipeline.invoke("a query", plan=plan, **context)
+
+
+def question(call) -> str:
+    return call.messages[-1].text.splitlines()[-1].removeprefix("Question: ")
+
+
+SLOW_BRANCH = plan_of(
+    ("slow", "Solve the slow equation.", []),
+    ("fast", "Solve the fast equation.", []),
+    ("child", "Check the fast result of q2.", ["fast"]),
+)
+
+
+def test_a_child_starts_before_an_unrelated_slow_sibling_ends(registry):
+    child_started = threading.Event()
+
+    def respond(prompt, call):
+        if "slow" in question(call):
+            # Finishes only once the child has started, or gives up after 10 s.
+            return "child started first" if child_started.wait(10) else "child waited"
+        if "Check" in question(call):
+            child_started.set()
+        return "ok"
+
+    provider = make_provider()
+    provider.chat["expert-model"] = ScriptedChatModel(respond=respond)
+    result = run(provider, registry, SLOW_BRANCH)
+    assert {a.id: a.answer for a in result.answers}["slow"] == "child started first"
+
+
+def test_the_wave_executor_makes_the_child_wait_for_the_whole_wave(registry):
+    calls = []
+
+    def respond(prompt, call):
+        calls.append(question(call))
+        return "ok"
+
+    provider = make_provider()
+    provider.chat["expert-model"] = ScriptedChatModel(respond=respond)
+    result = run(provider, registry, SLOW_BRANCH, executor="waves")
+    assert [a.status for a in result.answers] == ["ok", "ok", "ok"]
+    slow_and_fast, child = calls[:2], calls[2]
+    assert sorted(slow_and_fast) == ["Solve the fast equation.", "Solve the slow equation."]
+    assert child == "Check the fast result of q2."
+
+
+def recorder(order: list[str]):
+    def respond(prompt, call):
+        order.append(question(call))
+        return "ok"
+
+    return respond
+
+
+def test_when_slots_are_scarce_the_longest_remaining_chain_goes_first(registry):
+    plan = plan_of(
+        ("lone", "Solve the lone equation.", []),  # first in plan order, but a chain of one
+        ("c1", "Solve step one.", []),
+        ("c2", "Solve step two of q2.", ["c1"]),
+        ("c3", "Solve step three of q3.", ["c2"]),
+    )
+    for executor in EXECUTORS:
+        order: list[str] = []
+        provider = make_provider()
+        provider.chat["expert-model"] = ScriptedChatModel(respond=recorder(order))
+        run(provider, registry, plan, max_parallel_experts=1, executor=executor)
+        assert order[0] == "Solve step one.", executor
+        assert order.index("Solve the lone equation.") > 0
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_an_experts_own_slots_bound_its_calls_while_others_run(executor):
+    registry = parse_registry(
+        TEST_REGISTRY_YAML.replace(
+            "    system_prompt: You are a mathematician.",
+            "    system_prompt: You are a mathematician.\n    max_concurrency: 1",
+        ),
+        source="slots.yaml",
+    )
+    running, most = {"math": 0, "medicine": 0}, {"math": 0, "medicine": 0}
+    changed = threading.Condition()
+
+    def respond(prompt, call):
+        expert = "math" if "mathematician" in call.system else "medicine"
+        with changed:
+            running[expert] += 1
+            most[expert] = max(most[expert], running[expert])
+            changed.notify_all()
+            # Hold every call until three have run at once: all the slots allow.
+            changed.wait_for(lambda: sum(most.values()) >= 3, timeout=10)
+            running[expert] -= 1
+        return "ok"
+
+    provider = make_provider()
+    provider.chat["expert-model"] = ScriptedChatModel(respond=respond)
+    plan = plan_of(
+        ("m1", "Solve the equation x+1=2.", []),
+        ("m2", "Solve the equation x+2=3.", []),
+        ("d1", "What are the symptoms of diabetes?", []),
+        ("d2", "How is flu treated by a doctor?", []),
+    )
+    run(provider, registry, plan, max_parallel_experts=4, executor=executor)
+    assert most == {"math": 1, "medicine": 2}
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_a_failed_parent_skips_its_descendants_and_keeps_the_rest(registry, executor):
+    def respond(prompt, call):
+        if "broken" in question(call):
+            raise RuntimeError("model crashed")
+        return "ok"
+
+    provider = make_provider()
+    provider.chat["expert-model"] = ScriptedChatModel(respond=respond)
+    plan = plan_of(
+        ("a", "Solve the broken equation.", []),
+        ("b", "Check the result of q1.", ["a"]),
+        ("c", "Check the result of q2.", ["b"]),
+        ("d", "Solve another equation.", []),
+    )
+    result = run(provider, registry, plan, executor=executor)
+    by_id = {a.id: a for a in result.answers}
+    assert [by_id[i].status for i in "abcd"] == ["failed", "skipped", "skipped", "ok"]
+    assert by_id["a"].attempts == 2 and by_id["a"].error == "RuntimeError: model crashed"
+    assert by_id["c"].error == "not run: it needs b, which has no answer"
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_ready_sub_queries_on_one_model_are_batched_and_each_gets_its_own_answer(
+    registry, executor
+):
+    gate = threading.Event()
+
+    def respond(prompt, call):
+        if question(call) == "hold":
+            assert gate.wait(10)
+        return f"answer: {question(call)}"
+
+    model = BatchingChatModel(respond=respond)
+    provider = make_provider()
+    provider.chat["expert-model"] = model
+    pool = ExpertPool(provider)
+    hold = pool.call("expert-model", [HumanMessage("hold")])  # keeps the model busy
+    plan = plan_of(*[(f"q{i}", f"Solve equation number {i}.", []) for i in range(6)])
+    pipeline = CompLLM(registry=registry, context=CONTEXT, pool=pool, retry_policy=FAST_RETRY)
+    with ThreadPoolExecutor(1) as background:
+        running = background.submit(
+            pipeline.invoke, "six", plan=plan, max_parallel_experts=6, max_batch_size=4
+        )
+        while pool.stats().queued.get("expert-model", 0) < 6:  # all six wait for the model
+            time.sleep(0.001)
+        gate.set()
+        result = running.result(10)
+    assert hold.result(1).text == "answer: hold"
+    assert [a.answer for a in result.answers] == [
+        f"answer: Solve equation number {i}." for i in range(6)
+    ]
+    assert model.batches == [4, 2]
+
+
+def test_a_model_that_can_never_fit_stops_the_run_with_a_clear_error(registry):
+    provider = make_provider()
+    sized = SizedProvider(chat=provider.chat, sizes={"expert-model": 8 * 2**30})
+    pool = ExpertPool(sized, memory_budget_bytes=2**30)
+    pipeline = CompLLM(registry=registry, context=CONTEXT, pool=pool, retry_policy=FAST_RETRY)
+    with pytest.raises(ModelBudgetError, match=r"'expert-model' needs 8\.00 GiB"):
+        pipeline.invoke("one", plan=plan_of(("q1", "Solve x.", [])))
+
+
+def test_async_runs_are_not_limited_by_the_event_loops_thread_pool(registry):
+    started, release = threading.Semaphore(0), threading.Event()
+
+    def respond(prompt, call):
+        started.release()
+        return "ok" if release.wait(10) else "timed out"
+
+    provider = make_provider()
+    provider.chat["expert-model"] = ScriptedChatModel(respond=respond)
+    plan = plan_of(*[(f"q{i}", f"Solve equation number {i}.", []) for i in range(12)])
+    pipeline = CompLLM(
+        registry=registry, context=CONTEXT, provider=provider, retry_policy=FAST_RETRY
+    )
+
+    async def main():
+        run_task = asyncio.ensure_future(
+            pipeline.ainvoke("twelve", plan=plan, max_parallel_experts=12)
+        )
+        # all twelve calls are in flight at once (the default executor has 6 threads here)
+        for _ in range(12):
+            await asyncio.to_thread(started.acquire, True, 10)
+        release.set()
+        return await run_task
+
+    result = asyncio.run(asyncio.wait_for(main(), 30))
+    assert [a.answer for a in result.answers] == ["ok"] * 12
