@@ -14,7 +14,7 @@ import pytest
 from langchain_core.messages import HumanMessage
 from langgraph.types import RetryPolicy
 
-from compllm import CompLLM, Context, Plan, SubQuery
+from compllm import CompLLM, Context, Plan, PlanError, SubQuery
 from compllm.errors import ModelBudgetError
 from compllm.pool import ExpertPool
 from compllm.registry import parse_registry
@@ -237,3 +237,15 @@ def test_async_runs_are_not_limited_by_the_event_loops_thread_pool(registry):
 
     result = asyncio.run(asyncio.wait_for(main(), 30))
     assert [a.answer for a in result.answers] == ["ok"] * 12
+
+
+def test_a_given_plan_larger_than_the_default_limit_runs_when_the_limit_allows(registry):
+    provider = make_provider()
+    plan = Plan.build(
+        [SubQuery(id=f"q{i}", question=f"Solve equation {i}.") for i in range(20)],
+        max_subqueries=20,
+    )
+    result = run(provider, registry, plan, max_subqueries=20)
+    assert len(result.answers) == 20
+    with pytest.raises(PlanError, match="the plan has 20 sub-queries; the maximum is 16"):
+        run(provider, registry, plan)

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import heapq
 from collections.abc import Callable, Mapping
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.runnables import Runnable, RunnableLambda
@@ -28,10 +30,13 @@ from compllm.executor import (
     end_event,
     expert_task,
     failed_answer,
+    priority_order,
+    ready_subqueries,
     remaining_ranks,
     skipped_answers,
     startable,
 )
+from compllm.plan import SubQuery
 from compllm.state import Context, ExpertTask, State, SubAnswer
 
 if TYPE_CHECKING:
@@ -41,7 +46,8 @@ __all__ = ["make_execute_node"]
 
 
 class _PlanRun:
-    """Bookkeeping of one plan's execution inside the `execute` node."""
+    """Bookkeeping of one plan's execution inside the `execute` node, incremental so that
+    each finished sub-query costs time in proportion to its children, not to the plan."""
 
     def __init__(self, services: Services, state: State) -> None:
         self.runtime = get_runtime(Context)
@@ -49,37 +55,62 @@ class _PlanRun:
         self.services, self.plan = services, state["plan"]
         self.registry = services.registry(self.context)
         self.ranks = remaining_ranks(self.plan, services)
+        self.order = priority_order(self.plan, self.ranks)
         self.answers: dict[str, SubAnswer] = dict(state.get("answers") or {})
         self.new: dict[str, SubAnswer] = {}
         self.running: dict[str, str] = {}  # sub-query id -> expert
-        self._record(skipped_answers(self.plan, self.answers))
+        self._record(skipped_answers(self.plan, self.answers))  # a resumed run may have some
+        self.waiting = {  # parents still without an answer
+            sub.id: sum(d not in self.answers for d in set(sub.depends_on))
+            for sub in self.plan.subqueries
+        }
+        self.ready = [self._key(sub) for sub in ready_subqueries(self.plan, self.answers)]
+        heapq.heapify(self.ready)
 
     def next_tasks(self) -> list[ExpertTask]:
         """The sub-queries to start now (ready, within slots, critical path first)."""
-        subs = startable(
-            self.plan,
-            self.answers,
-            self.running,
-            context=self.context,
-            registry=self.registry,
-            ranks=self.ranks,
-        )
-        for sub in subs:
+        candidates: list[SubQuery] = []
+        while self.ready and len(candidates) < len(self.plan):
+            candidates.append(self.plan.get(heapq.heappop(self.ready)[2]))
+            if len(candidates) >= self.context.max_parallel_experts - len(self.running) and (
+                not self._has_expert_limits
+            ):
+                break
+        chosen = startable(candidates, self.running, context=self.context, registry=self.registry)
+        picked = {sub.id for sub in chosen}
+        for sub in candidates:
+            if sub.id not in picked:
+                heapq.heappush(self.ready, self._key(sub))
+        for sub in chosen:
             self.running[sub.id] = sub.expert or ""
-        return [expert_task(sub, self.answers, self.ranks[sub.id]) for sub in subs]
+        return [expert_task(sub, self.answers, self.ranks[sub.id]) for sub in chosen]
 
     def finish(self, task_input: ExpertTask, outcome: SubAnswer | BaseException) -> None:
-        del self.running[task_input["id"]]
+        sid = task_input["id"]
+        del self.running[sid]
         if isinstance(outcome, BaseException):
             if not isinstance(outcome, ExpertFailure):
                 raise outcome  # a bug or a configuration error: fail the run loudly
             outcome = failed_answer(task_input, outcome)
             self.runtime.stream_writer(end_event(outcome))
-        self._record({outcome.id: outcome})
-        self._record(skipped_answers(self.plan, self.answers))
+        self._record({sid: outcome})
+        if outcome.status != "ok":
+            self._record(skipped_answers(self.plan, self.answers))
+            return
+        for child in self.plan.children(sid):
+            self.waiting[child] -= 1
+            if self.waiting[child] == 0 and child not in self.answers:
+                heapq.heappush(self.ready, self._key(self.plan.get(child)))
 
     def update(self) -> dict[str, Any]:
         return {"answers": self.new} if self.new else {}
+
+    @cached_property
+    def _has_expert_limits(self) -> bool:
+        return any(e.max_concurrency is not None for e in self.registry.experts)
+
+    def _key(self, sub: SubQuery) -> tuple[float, int, str]:
+        return (*self.order[sub.id], sub.id)
 
     def _record(self, answers: Mapping[str, SubAnswer]) -> None:
         self.answers.update(answers)

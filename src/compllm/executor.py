@@ -19,7 +19,7 @@ import asyncio
 import concurrent.futures
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
@@ -44,7 +44,9 @@ __all__ = [
     "end_event",
     "expert_task",
     "failed_answer",
+    "priority_order",
     "quote_answer",
+    "ready_subqueries",
     "remaining_ranks",
     "skipped_answers",
     "startable",
@@ -107,26 +109,31 @@ def remaining_ranks(plan: Plan, services: Services) -> dict[str, float]:
     return rank
 
 
+def ready_subqueries(plan: Plan, answers: Mapping[str, SubAnswer]) -> list[SubQuery]:
+    """Sub-queries not yet answered whose parents all have answers."""
+    return [
+        sub
+        for sub in plan.subqueries
+        if sub.id not in answers
+        and all(d in answers and answers[d].status == "ok" for d in sub.depends_on)
+    ]
+
+
+def priority_order(plan: Plan, ranks: Mapping[str, float]) -> dict[str, tuple[float, int]]:
+    """Sort key per sub-query: the longest remaining chain first, then plan order."""
+    return {sub.id: (-ranks.get(sub.id, 0.0), i) for i, sub in enumerate(plan.subqueries)}
+
+
 def startable(
-    plan: Plan,
-    answers: Mapping[str, SubAnswer],
+    ready: Iterable[SubQuery],
     running: Mapping[str, str],
     *,
     context: Context,
     registry: Registry,
-    ranks: Mapping[str, float],
 ) -> list[SubQuery]:
-    """Ready sub-queries (parents answered, not started) that free slots allow, critical
-    path first. `running` maps the sub-queries in flight to their experts."""
-    ready = [
-        sub
-        for sub in plan.subqueries
-        if sub.id not in answers
-        and sub.id not in running
-        and all(d in answers and answers[d].status == "ok" for d in sub.depends_on)
-    ]
-    order = {sub.id: i for i, sub in enumerate(plan.subqueries)}
-    ready.sort(key=lambda sub: (-ranks.get(sub.id, 0.0), order[sub.id]))
+    """Of `ready` (in priority order), those that free slots allow now: the run's slots
+    (`Context.max_parallel_experts`) and each expert's own (`max_concurrency`). `running`
+    maps the sub-queries in flight to their experts."""
     free = max(0, context.max_parallel_experts - len(running))
     per_expert = Counter(running.values())
     chosen: list[SubQuery] = []

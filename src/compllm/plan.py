@@ -8,9 +8,18 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping
+from functools import cached_property
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 __all__ = [
     "DEFAULT_MAX_SUBQUERIES",
@@ -60,12 +69,19 @@ class Plan(BaseModel):
 
     subqueries: tuple[SubQuery, ...]
 
-    @model_validator(mode="after")
-    def _check_dag(self, info: ValidationInfo) -> Plan:
+    @model_validator(mode="wrap")
+    @classmethod
+    def _check_dag(
+        cls, data: object, handler: ModelWrapValidatorHandler[Plan], info: ValidationInfo
+    ) -> Plan:
+        if isinstance(data, Plan):
+            return data  # checked when it was built (with the limit in force then)
+        plan = handler(data)
         context = info.context if isinstance(info.context, Mapping) else {}
-        limit = int(context.get("max_subqueries", DEFAULT_MAX_SUBQUERIES))
-        _check_structure(self.subqueries, limit)
-        return self
+        _check_structure(
+            plan.subqueries, int(context.get("max_subqueries", DEFAULT_MAX_SUBQUERIES))
+        )
+        return plan
 
     @classmethod
     def build(
@@ -97,13 +113,23 @@ class Plan(BaseModel):
         return len(self.subqueries)
 
     def get(self, subquery_id: str) -> SubQuery:
-        for sub in self.subqueries:
-            if sub.id == subquery_id:
-                return sub
-        raise KeyError(subquery_id)
+        return self._by_id[subquery_id]
 
     def children(self, subquery_id: str) -> list[str]:
-        return [s.id for s in self.subqueries if subquery_id in s.depends_on]
+        return self._children[subquery_id]
+
+    # Indexes built once per plan, so that executors stay linear in the plan's size.
+    @cached_property
+    def _by_id(self) -> dict[str, SubQuery]:
+        return {s.id: s for s in self.subqueries}
+
+    @cached_property
+    def _children(self) -> dict[str, list[str]]:
+        children: dict[str, list[str]] = {s.id: [] for s in self.subqueries}
+        for sub in self.subqueries:
+            for parent in dict.fromkeys(sub.depends_on):
+                children[parent].append(sub.id)
+        return children
 
     def with_routes(self, routes: Mapping[str, tuple[str, dict[str, float]]]) -> Plan:
         """A copy with `expert` and `scores` set from `routes` (id -> (expert, scores))."""
@@ -120,7 +146,11 @@ class Plan(BaseModel):
     def topological_order(self) -> list[str]:
         """Ids in an order where every sub-query follows its dependencies (stable: plan order
         breaks ties)."""
-        return [sid for level in self.levels() for sid in level]
+        return list(self._order)
+
+    @cached_property
+    def _order(self) -> tuple[str, ...]:
+        return tuple(sid for level in self.levels() for sid in level)
 
     def levels(self) -> list[list[str]]:
         """Ids grouped by depth: level 0 has no dependencies, level k depends on level < k."""

@@ -252,10 +252,14 @@ def make_plan_node(services: Services) -> NodeFunction[State]:
         context = runtime.context or Context()
         started = time.perf_counter()
         if state.get("plan") is not None:
-            given = Plan.build(
-                Plan.model_validate(state["plan"]).subqueries,
-                max_subqueries=context.max_subqueries,
+            raw, limit = state["plan"], {"max_subqueries": context.max_subqueries}
+            # Studio and the server send the plan as JSON; the library sends a `Plan`.
+            items = (
+                raw.subqueries
+                if isinstance(raw, Plan)
+                else Plan.model_validate(raw, context=limit).subqueries
             )
+            given = Plan.build(items, max_subqueries=context.max_subqueries)
             return {"plan": given, "planner_path": "given", "timings": {"plan": 0.0}}
         with (
             nullcontext(None)

@@ -20,6 +20,8 @@ from compllm.executor import (
     end_event,
     expert_task,
     failed_answer,
+    priority_order,
+    ready_subqueries,
     remaining_ranks,
     skipped_answers,
     startable,
@@ -47,9 +49,9 @@ def make_dispatch(services: Services) -> Callable[..., list[Send] | str]:
         context = runtime.context or Context()
         plan, answers = state["plan"], state.get("answers") or {}
         ranks = remaining_ranks(plan, services)
-        wave = startable(
-            plan, answers, {}, context=context, registry=services.registry(context), ranks=ranks
-        )
+        order = priority_order(plan, ranks)
+        ready = sorted(ready_subqueries(plan, answers), key=lambda sub: order[sub.id])
+        wave = startable(ready, {}, context=context, registry=services.registry(context))
         if not wave:
             return "aggregate"
         return [Send("wave_expert", expert_task(sub, answers, ranks[sub.id])) for sub in wave]
