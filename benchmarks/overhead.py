@@ -72,7 +72,7 @@ def best_of(repeats: int, run: Any) -> float:
     return min(times)
 
 
-def measure(sizes: list[int], repeats: int) -> list[dict[str, Any]]:
+def measure(sizes: list[int], repeats: int, parallel: int) -> list[dict[str, Any]]:
     expert = SimulatedExpert()
     pipeline = CompLLM(
         registry=SIMULATED_REGISTRY,
@@ -81,7 +81,7 @@ def measure(sizes: list[int], repeats: int) -> list[dict[str, Any]]:
             aggregator_model="agg",
             embedding_model="const",
             max_subqueries=max(sizes),
-            max_parallel_experts=64,
+            max_parallel_experts=parallel,
         ),
     )
     pipeline.invoke("warm-up", plan=make_plan("fan-out", 4))
@@ -97,6 +97,7 @@ def measure(sizes: list[int], repeats: int) -> list[dict[str, Any]]:
             rows.append(
                 {
                     "shape": shape,
+                    "parallel": parallel,
                     "subqueries": n,
                     "compllm_sync_ms_per_subquery": 1000 * sync / n,
                     "compllm_async_ms_per_subquery": 1000 * async_ / n,
@@ -105,26 +106,30 @@ def measure(sizes: list[int], repeats: int) -> list[dict[str, Any]]:
                     "overhead_async_ms_per_subquery": 1000 * (async_ - baseline) / n,
                 }
             )
-            print(f"  {shape} n={n}: sync {1000 * sync / n:.2f} ms/sub-query")
+            print(f"  {shape} n={n} slots={parallel}: sync {1000 * sync / n:.2f} ms/sub-query")
     return rows
 
 
 def plot(rows: list[dict[str, Any]], out_dir: Path) -> None:
     plt = pyplot()
-    figure, axis = plt.subplots(figsize=(7, 4))
-    for shape, style in (("fan-out", "-"), ("chain", "--")):
-        mine = [r for r in rows if r["shape"] == shape]
-        sizes = [r["subqueries"] for r in mine]
-        for key, label in (
-            ("overhead_sync_ms_per_subquery", "sync"),
-            ("overhead_async_ms_per_subquery", "async"),
-        ):
-            axis.plot(sizes, [r[key] for r in mine], style, marker="o", label=f"{shape}, {label}")
-    axis.axhline(2.0, color="black", linewidth=1, linestyle=":", label="target 2 ms")
-    axis.set_xlabel("sub-queries in the plan")
-    axis.set_ylabel("overhead per sub-query (ms)")
-    axis.set_ylim(bottom=0)
-    axis.legend()
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for axis, mode in zip(axes, ("sync", "async"), strict=True):
+        for shape in ("fan-out", "chain"):
+            for parallel in sorted({r["parallel"] for r in rows}):
+                mine = [r for r in rows if r["shape"] == shape and r["parallel"] == parallel]
+                axis.plot(
+                    [r["subqueries"] for r in mine],
+                    [r[f"overhead_{mode}_ms_per_subquery"] for r in mine],
+                    "-" if shape == "fan-out" else "--",
+                    marker="o",
+                    label=f"{shape}, {parallel} slots",
+                )
+        axis.axhline(2.0, color="black", linewidth=1, linestyle=":", label="target 2 ms")
+        axis.set_title(f"{mode} runs")
+        axis.set_xlabel("sub-queries in the plan")
+        axis.set_ylim(bottom=0)
+    axes[0].set_ylabel("overhead per sub-query (ms)")
+    axes[1].legend()
     save_plot(figure, "overhead", out_dir)
 
 
@@ -132,14 +137,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10,25,50,100,200")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--parallel", default="4,64", help="max_parallel_experts values (4 is the default)"
+    )
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
     args = parser.parse_args()
-    rows = measure([int(s) for s in args.sizes.split(",")], args.repeats)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    rows = [
+        row
+        for parallel in (int(p) for p in args.parallel.split(","))
+        for row in measure(sizes, args.repeats, parallel)
+    ]
     print()
     print_table(
         rows,
         [
             ("shape", "shape", "<8"),
+            ("slots", "parallel", ">5"),
             ("n", "subqueries", ">4"),
             ("sync ms", "compllm_sync_ms_per_subquery", ".2f"),
             ("async ms", "compllm_async_ms_per_subquery", ".2f"),
@@ -148,7 +162,11 @@ def main() -> None:
             ("overhead async", "overhead_async_ms_per_subquery", ".2f"),
         ],
     )
-    write_json("overhead", {"repeats": args.repeats, "rows": rows}, args.out_dir)
+    write_json(
+        "overhead",
+        {"repeats": args.repeats, "rows": rows},
+        args.out_dir,
+    )
     plot(rows, args.out_dir)
 
 

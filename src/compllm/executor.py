@@ -29,7 +29,7 @@ from langgraph.types import RetryPolicy
 from compllm.errors import CompLLMError
 from compllm.plan import Plan, SubQuery
 from compllm.prompts import render_prompt
-from compllm.registry import Registry
+from compllm.registry import ExpertSpec, Registry
 from compllm.state import Context, ExpertTask, ParentAnswer, SubAnswer
 
 if TYPE_CHECKING:
@@ -181,7 +181,7 @@ class _Call:
         self.attempt = info.node_attempt if info else 1
         self.started_at = (info.node_first_attempt_time if info else None) or time.time()
 
-    def submit(self) -> concurrent.futures.Future[AIMessage]:
+    def prepare(self) -> tuple[ExpertSpec, list[BaseMessage]]:
         spec = self.services.registry(self.context).expert(self.task["expert"])
         parents = [
             {**p, "question": p["question"].replace('"', "'"), "answer": quote_answer(p["answer"])}
@@ -195,17 +195,19 @@ class _Call:
         ]
         if self.attempt == 1:
             self.runtime.stream_writer({"event": "subquery_start", **_identity(self.task)})
-        return self.services.pool.call(
-            spec.model,
-            messages,
-            spec.generation.model_dump(),
-            trust_remote_code=spec.trust_remote_code,
-            priority=self.task["priority"],
-            max_batch_size=self.context.max_batch_size,
-        )
+        return spec, messages
 
-    def timeout(self, future: concurrent.futures.Future[AIMessage]) -> ExpertFailure:
-        future.cancel()  # still queued: it never runs; running: its result is dropped
+    def pool_arguments(self, spec: ExpertSpec, messages: list[BaseMessage]) -> dict[str, Any]:
+        return {
+            "ref": spec.model,
+            "messages": messages,
+            "settings": spec.generation.model_dump(),
+            "trust_remote_code": spec.trust_remote_code,
+            "priority": self.task["priority"],
+            "max_batch_size": self.context.max_batch_size,
+        }
+
+    def timeout(self) -> ExpertFailure:
         limit = self.context.expert_timeout_s
         return self.failure(ExpertTimeoutError(f"no answer within {limit:g} s"))
 
@@ -235,11 +237,12 @@ def call_expert(services: Services, task: ExpertTask, runtime: Runtime[Context])
     """Answer one sub-query (blocking). Raises `ExpertFailure` for the retry policy, and
     configuration errors (`CompLLMError`) as they are."""
     call = _Call(services, task, runtime)
-    future = call.submit()
+    future = services.pool.call(**call.pool_arguments(*call.prepare()))
     try:
         message = future.result(timeout=call.context.expert_timeout_s)
     except concurrent.futures.TimeoutError:
-        raise call.timeout(future) from None
+        future.cancel()  # still queued: it never runs; running: its result is dropped
+        raise call.timeout() from None
     except CompLLMError:
         raise
     except Exception as exc:
@@ -250,15 +253,14 @@ def call_expert(services: Services, task: ExpertTask, runtime: Runtime[Context])
 async def acall_expert(
     services: Services, task: ExpertTask, runtime: Runtime[Context]
 ) -> SubAnswer:
-    """`call_expert` for async runs: waiting holds no thread."""
+    """`call_expert` for async runs: waiting holds no thread, and a timeout cancels the
+    call (queued calls leave the queue; async-native models see the cancellation)."""
     call = _Call(services, task, runtime)
-    future = call.submit()
+    request = services.pool.acall(**call.pool_arguments(*call.prepare()))
     try:
-        message = await asyncio.wait_for(
-            asyncio.wrap_future(future), timeout=call.context.expert_timeout_s
-        )
+        message = await asyncio.wait_for(request, timeout=call.context.expert_timeout_s)
     except TimeoutError:
-        raise call.timeout(future) from None
+        raise call.timeout() from None
     except CompLLMError:
         raise
     except Exception as exc:

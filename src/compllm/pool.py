@@ -19,6 +19,7 @@ activations or KV caches: leave headroom for those.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import heapq
 import itertools
@@ -179,6 +180,45 @@ class ExpertPool:
                 lane.workers += 1
                 self._threads.submit(self._work, lane)
         return request.future
+
+    async def acall(
+        self,
+        ref: str,
+        messages: Sequence[BaseMessage],
+        settings: dict[str, Any] | None = None,
+        *,
+        trust_remote_code: bool = False,
+        priority: float = 0.0,
+        max_batch_size: int | None = None,
+    ) -> AIMessage:
+        """`call` for async code. A loaded model with a native async implementation that
+        does not batch (a remote endpoint) is awaited right here, on the event loop, so a
+        cancelled wait cancels the request; everything else runs on the pool's threads."""
+        key = (ref, trust_remote_code)
+        with self._cond:
+            lane = self._lane(key)
+            direct = lane.model is not None and _awaitable_directly(lane.model)
+            if direct:
+                lane.running += 1  # pinned: it cannot be evicted while the call runs
+        if not direct:
+            return await asyncio.wrap_future(
+                self.call(
+                    ref,
+                    messages,
+                    settings,
+                    trust_remote_code=trust_remote_code,
+                    priority=priority,
+                    max_batch_size=max_batch_size,
+                )
+            )
+        try:
+            assert lane.model is not None
+            return await lane.model.ainvoke(list(messages), **(settings or {}))
+        finally:
+            with self._cond:
+                lane.running -= 1
+                lane.last_used = time.monotonic()
+                self._cond.notify_all()
 
     @contextmanager
     def lease(self, ref: str, *, trust_remote_code: bool = False) -> Iterator[BaseChatModel]:
@@ -387,6 +427,12 @@ def parse_bytes(text: str) -> int:
 
 def _can_batch(model: object) -> bool:
     return callable(getattr(model, "generate_batch", None))
+
+
+def _awaitable_directly(model: BaseChatModel) -> bool:
+    # BaseChatModel's default `_agenerate` runs the sync code on the event loop's small
+    # default executor; only models that override it are truly async.
+    return not _can_batch(model) and type(model)._agenerate is not BaseChatModel._agenerate
 
 
 def _gib(n: int) -> str:
