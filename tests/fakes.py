@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
@@ -16,7 +17,7 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
-from pydantic import ConfigDict, PrivateAttr
+from pydantic import ConfigDict, Field, PrivateAttr
 
 from compllm.registry import Registry, parse_registry
 
@@ -237,3 +238,32 @@ class SizedProvider(FakeProvider):
     def release_chat_model(self, ref: str, *, trust_remote_code: bool = False) -> None:
         self.live.pop(ref, None)
         self.released.append(ref)
+
+
+class AsyncNativeChatModel(BaseChatModel):
+    """A natively async model (like a remote endpoint): `_agenerate` awaits `delay_s` and
+    notes whether it was cancelled."""
+
+    delay_s: float = 0.0
+    cancelled: bool = False
+    threads: list[str] = Field(default_factory=list)
+
+    @property
+    def _llm_type(self) -> str:
+        return "async-native"
+
+    def _generate(
+        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kwargs: Any
+    ) -> ChatResult:
+        raise AssertionError("an async-native model should be awaited, not called in a thread")
+
+    async def _agenerate(
+        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kwargs: Any
+    ) -> ChatResult:
+        self.threads.append(threading.current_thread().name)
+        try:
+            await asyncio.sleep(self.delay_s)
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(content="async answer"))])

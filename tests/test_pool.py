@@ -1,5 +1,6 @@
 """The expert pool: memory budget, eviction, batching, priority; no timing assertions."""
 
+import asyncio
 import random
 import threading
 import time
@@ -10,7 +11,12 @@ from langchain_core.messages import HumanMessage
 
 from compllm.errors import ModelBudgetError
 from compllm.pool import ExpertPool, parse_bytes
-from tests.fakes import BatchingChatModel, ScriptedChatModel, SizedProvider
+from tests.fakes import (
+    AsyncNativeChatModel,
+    BatchingChatModel,
+    ScriptedChatModel,
+    SizedProvider,
+)
 
 MB = 2**20
 
@@ -190,3 +196,22 @@ def test_memory_sizes_read_like_people_write_them(text, expected):
 def test_a_memory_size_that_is_not_one_is_a_clear_error():
     with pytest.raises(ValueError, match="not a memory size: 'lots'"):
         parse_bytes("lots")
+
+
+def test_an_async_native_model_is_awaited_on_the_loop_and_a_timeout_cancels_it():
+    model = AsyncNativeChatModel()
+    pool = ExpertPool(SizedProvider(chat={"remote": model}, sizes={"remote": MB}))
+    with pool.lease("remote"):  # loaded
+        pass
+
+    async def main():
+        first = await pool.acall("remote", ask("q"))
+        model.delay_s = 30
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(pool.acall("remote", ask("slow")), 0.05)
+        return first
+
+    assert asyncio.run(main()).text == "async answer"
+    assert model.threads == ["MainThread", "MainThread"] and model.cancelled
+    pool.unload_all()  # nothing holds it any more
+    assert pool.stats().loaded == {}
