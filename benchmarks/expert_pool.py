@@ -34,7 +34,7 @@ from langchain_core.messages import HumanMessage, SystemMessage
 from scheduling import Shape, chain, random_dag
 
 from compllm import CompLLM, Context, Plan, SubQuery
-from compllm.models import EMBEDDED_CHAT_MODEL, ModelHub
+from compllm.models import ModelHub
 from compllm.pool import ExpertPool
 from compllm.registry import parse_registry
 from compllm.transformers_chat import TransformersChatModel
@@ -74,15 +74,16 @@ QUESTIONS = [
 class RandomInitProvider:
     """`random:<size>` models built from a config on the device, with random weights."""
 
-    def __init__(self, device: str) -> None:
+    def __init__(self, device: str, tokenizer_dir: Path | None = None) -> None:
         import torch
+        from transformers import AutoTokenizer
 
         self.device = device
         self.dtype = torch.bfloat16 if device == "cuda" else torch.float32
-        hub = ModelHub()
-        embedded = hub.chat_model(EMBEDDED_CHAT_MODEL)  # for its tokenizer (loaded once)
-        self.tokenizer = embedded.tokenizer
-        hub.release_chat_model(EMBEDDED_CHAT_MODEL)
+        if tokenizer_dir is None:  # the embedded model's own folder (converted once)
+            tokenizer_dir = Path(ModelHub()._embedded_smollm2())
+        self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+        self.tokenizer.padding_side = "left"
 
     def config(self, ref: str) -> Any:
         from transformers import LlamaConfig
@@ -355,13 +356,16 @@ def main() -> None:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda if present)")
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--tokenizer", type=Path, default=None, help="tokenizer folder (default: SmolLM2's)"
+    )
     args = parser.parse_args()
     import torch
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     preset = PRESETS[args.preset]
     sizes, tokens = preset["sizes"], preset["max_new_tokens"]
-    provider = RandomInitProvider(device)
+    provider = RandomInitProvider(device, args.tokenizer)
     print(f"preset {args.preset} on {device}: models {sizes}, {tokens} new tokens per answer")
     batching = measure_batching(provider, sizes, preset["batch"], tokens)
     budget = measure_budget(provider, sizes, tokens)

@@ -122,3 +122,19 @@ def test_the_tree_shows_further_parents():
         "│   └── c [math 0.40] C?  (also needs b)",
         "└── b [law 0.25] B?",
     ]
+
+
+def test_executor_batching_and_memory_options_reach_the_run(registry_file):
+    options = ["--executor", "waves", "--max-batch", "2", "--memory-budget", "1GB"]
+    code, out, err = run(
+        "ask", QUERY, "--json", *options, *fake_args(registry_file), provider=provider()
+    )
+    assert code == 0, err
+    assert [a["status"] for a in json.loads(out)["answers"]] == ["ok", "ok", "ok"]
+
+
+def test_a_memory_budget_that_is_not_a_size_is_refused(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["ask", "hi", "--memory-budget", "lots"])
+    assert exit_info.value.code == 2
+    assert "not a memory size: 'lots'" in capsys.readouterr().err

@@ -12,6 +12,7 @@ from compllm.api import CompLLM, CompLLMResult
 from compllm.errors import CompLLMError
 from compllm.models import ModelProvider, default_hub
 from compllm.plan import Plan, PlanError
+from compllm.pool import parse_bytes
 from compllm.state import Context
 
 __all__ = ["main", "render_plan_tree"]
@@ -59,8 +60,27 @@ def _parser() -> argparse.ArgumentParser:
     ask.add_argument("--embedding-model", help="sentence-embedding model id/path for routing")
     ask.add_argument("--threshold", type=float, help="routing threshold (default: registry's)")
     ask.add_argument("--max-concurrency", type=int, help="most expert calls at once")
+    ask.add_argument(
+        "--executor",
+        choices=["dataflow", "waves"],
+        help="dataflow (default): each sub-query starts when its own parents are done",
+    )
+    ask.add_argument("--max-batch", type=int, help="most sub-queries batched on one model")
+    ask.add_argument(
+        "--memory-budget",
+        type=_memory_size,
+        metavar="SIZE",
+        help="most model weights loaded at once, e.g. 6GB (default: $COMPLLM_MEMORY_BUDGET)",
+    )
     ask.add_argument("--timeout", type=float, help="seconds per expert call before a retry")
     return parser
+
+
+def _memory_size(text: str) -> int:
+    try:
+        return parse_bytes(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _context(args: argparse.Namespace) -> Context:
@@ -72,6 +92,8 @@ def _context(args: argparse.Namespace) -> Context:
         "routing_threshold": args.threshold,
         "expert_timeout_s": args.timeout,
         "max_parallel_experts": args.max_concurrency,
+        "executor": args.executor,
+        "max_batch_size": args.max_batch,
     }
     return Context(**{k: v for k, v in overrides.items() if v is not None})
 
@@ -83,7 +105,12 @@ def _ask(args: argparse.Namespace, out: TextIO, err: TextIO, provider: ModelProv
         hub = default_hub()
         hub.on_event = lambda message: print(f"· {message}", file=err, flush=True)
         provider = hub
-    app = CompLLM(registry=args.experts, context=_context(args), provider=provider)
+    app = CompLLM(
+        registry=args.experts,
+        context=_context(args),
+        provider=provider,
+        memory_budget=args.memory_budget,
+    )
     result: CompLLMResult | None = None
     for kind, payload in app.stream(args.query):
         if kind == "result":
