@@ -21,6 +21,7 @@ from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 
+from compllm import CompLLMResult
 from compllm.registry import Registry, parse_registry
 
 RESULTS = Path(__file__).parent / "results"
@@ -83,6 +84,24 @@ class SimulatedProvider:
 
     def embeddings(self, ref: str) -> Embeddings:
         return ConstantEmbeddings()
+
+
+def makespan(result: CompLLMResult) -> float:
+    """The expert stage of a run: first expert start to last expert end (seconds)."""
+    starts = [a.started_at for a in result.answers if a.started_at is not None]
+    ends = [a.finished_at for a in result.answers if a.finished_at is not None]
+    return max(ends) - min(starts)
+
+
+def with_max_new_tokens(registry: Registry, tokens: int) -> Registry:
+    """The registry with every expert's answer length set to `tokens`."""
+    experts = tuple(
+        e.model_copy(
+            update={"generation": e.generation.model_copy(update={"max_new_tokens": tokens})}
+        )
+        for e in registry.experts
+    )
+    return registry.model_copy(update={"experts": experts})
 
 
 def machine() -> dict[str, Any]:

@@ -24,11 +24,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import RESULTS, print_table, pyplot, save_plot, write_json
+from _common import (
+    RESULTS,
+    makespan,
+    print_table,
+    pyplot,
+    save_plot,
+    with_max_new_tokens,
+    write_json,
+)
 from langchain_core.messages import HumanMessage, SystemMessage
 
 from compllm import CompLLM, Plan, SubQuery
-from compllm.models import EMBEDDED_CHAT_MODEL, ModelHub, load_transformers
+from compllm.models import EMBEDDED_CHAT_MODEL, ModelHub, load_transformers, weights_bytes
 from compllm.pool import ExpertPool
 from compllm.registry import default_registry
 from compllm.transformers_chat import TransformersChatModel
@@ -93,19 +101,7 @@ def measure_throughput(texts: list[str], tokens: int) -> dict[str, Any]:
 
 
 def measure_pipeline(texts: list[str], tokens: int) -> dict[str, Any]:
-    registry = default_registry()
-    registry = registry.model_copy(
-        update={
-            "experts": tuple(
-                e.model_copy(
-                    update={
-                        "generation": e.generation.model_copy(update={"max_new_tokens": tokens})
-                    }
-                )
-                for e in registry.experts
-            )
-        }
-    )
+    registry = with_max_new_tokens(default_registry(), tokens)
     pool = ExpertPool(ModelHub())
     pipeline = CompLLM(registry=registry, pool=pool)
     plan = Plan.build(
@@ -117,9 +113,7 @@ def measure_pipeline(texts: list[str], tokens: int) -> dict[str, Any]:
             "batch", plan=plan, max_parallel_experts=len(texts), max_batch_size=batch,
             aggregator_max_new_tokens=1,
         )  # fmt: skip
-        makespans[batch] = max(a.finished_at for a in result.answers) - min(
-            a.started_at for a in result.answers
-        )
+        makespans[batch] = makespan(result)
     return {
         "subqueries": len(texts),
         "unbatched_s": makespans[1],
@@ -151,12 +145,7 @@ def memory_probe(mode: str) -> dict[str, Any]:
         chat = TransformersChatModel(model=model, tokenizer=tokenizer, model_ref=path)
         chat.invoke([HumanMessage("Say yes.")], max_new_tokens=1)
         copies.append(model)
-    weights = sum(
-        sum(
-            t.numel() * t.element_size() for t in {p.data_ptr(): p for p in m.parameters()}.values()
-        )
-        for m in copies
-    )
+    weights = sum(weights_bytes(m) for m in copies)
     return {"weights_bytes": weights, "loads": len(copies), "peak_rss_bytes": peak_rss_bytes()}
 
 

@@ -26,7 +26,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import RESULTS, ConstantEmbeddings, print_table, pyplot, save_plot, write_json
+from _common import (
+    RESULTS,
+    ConstantEmbeddings,
+    makespan,
+    print_table,
+    pyplot,
+    save_plot,
+    with_max_new_tokens,
+    write_json,
+)
 from langchain_core.embeddings import Embeddings
 from langchain_core.language_models import BaseChatModel
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
@@ -34,7 +43,7 @@ from langchain_core.messages import HumanMessage, SystemMessage
 from scheduling import Shape, chain, random_dag
 
 from compllm import CompLLM, Context, Plan, SubQuery
-from compllm.models import ModelHub
+from compllm.models import ModelHub, config_weights_bytes
 from compllm.pool import ExpertPool
 from compllm.registry import parse_registry
 from compllm.transformers_chat import TransformersChatModel
@@ -111,15 +120,10 @@ class RandomInitProvider:
         return TransformersChatModel(model=model, tokenizer=self.tokenizer, model_ref=ref)
 
     def estimate_chat_model_bytes(self, ref: str, *, trust_remote_code: bool = False) -> int:
-        import torch
-        from transformers import AutoModelForCausalLM
 
         if not ref.startswith("random:"):
             return 0
-        with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(self.config(ref), dtype=self.dtype)  # type: ignore[no-untyped-call]
-        tensors = {id(t): t for t in (*model.parameters(), *model.buffers())}
-        return sum(t.numel() * t.element_size() for t in tensors.values())
+        return config_weights_bytes(self.config(ref), self.dtype)
 
     def release_chat_model(self, ref: str, *, trust_remote_code: bool = False) -> None:
         import torch
@@ -244,18 +248,7 @@ def measure_budget(provider: RandomInitProvider, sizes: list[str], tokens: int) 
 
 
 def pipeline_for(registry: Any, pool: ExpertPool, tokens: int) -> CompLLM:
-    registry = registry.model_copy(
-        update={
-            "experts": tuple(
-                e.model_copy(
-                    update={
-                        "generation": e.generation.model_copy(update={"max_new_tokens": tokens})
-                    }
-                )
-                for e in registry.experts
-            )
-        }
-    )
+    registry = with_max_new_tokens(registry, tokens)
     return CompLLM(
         registry=registry,
         pool=pool,
@@ -301,9 +294,7 @@ def measure_suite(
             ("sequential", {"max_parallel_experts": 1}),
         ):
             result = pipeline.invoke(name, plan=plan, **settings)
-            timings[label] = max(a.finished_at for a in result.answers) - min(
-                a.started_at for a in result.answers
-            )
+            timings[label] = makespan(result)
         rows.append(
             {
                 "shape": name,

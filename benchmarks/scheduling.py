@@ -23,13 +23,14 @@ from _common import (
     SIMULATED_REGISTRY,
     SimulatedExpert,
     SimulatedProvider,
+    makespan,
     print_table,
     pyplot,
     save_plot,
     write_json,
 )
 
-from compllm import CompLLM, CompLLMResult, Context, Plan, SubQuery
+from compllm import CompLLM, Context, Plan, SubQuery
 
 Shape = dict[str, tuple[float, tuple[str, ...]]]  # id -> (latency in units, depends_on)
 
@@ -77,12 +78,6 @@ def build_plan(shape: Shape, unit: float) -> Plan:
         ],
         max_subqueries=len(shape),
     )
-
-
-def makespan(result: CompLLMResult) -> float:
-    starts = [a.started_at for a in result.answers if a.started_at is not None]
-    ends = [a.finished_at for a in result.answers if a.finished_at is not None]
-    return max(ends) - min(starts)
 
 
 def measure(unit: float) -> list[dict[str, Any]]:

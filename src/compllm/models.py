@@ -211,16 +211,30 @@ def load_transformers(path: str, *, trust_remote_code: bool = False) -> tuple[An
 
 def estimate_transformers_bytes(path: str, *, trust_remote_code: bool = False) -> int:
     """Bytes the model's parameters and buffers take once loaded on this machine's device
-    (bf16 on CUDA, float32 on CPU), from an empty model built on the meta device."""
+    (bf16 on CUDA, float32 on CPU), without loading its weights."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     dtype = torch.bfloat16 if _device() == "cuda" else torch.float32
+    return config_weights_bytes(config, dtype, trust_remote_code=trust_remote_code)
+
+
+def config_weights_bytes(config: Any, dtype: Any, *, trust_remote_code: bool = False) -> int:
+    """Bytes of a causal LM built from `config` in `dtype`, from an empty model on the meta
+    device (nothing is allocated)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(  # type: ignore[no-untyped-call]
             config, dtype=dtype, trust_remote_code=trust_remote_code
         )
+    return weights_bytes(model)
+
+
+def weights_bytes(model: Any) -> int:
+    """Bytes held by a torch model's parameters and buffers; tied tensors count once."""
     tensors = {id(t): t for t in (*model.parameters(), *model.buffers())}
     return sum(t.numel() * t.element_size() for t in tensors.values())
 

@@ -69,8 +69,9 @@ class TransformersChatModel(BaseChatModel):
 
     def memory_bytes(self) -> int:
         """Bytes held by the weights (parameters and buffers; tied tensors counted once)."""
-        tensors = {t.data_ptr(): t for t in (*self.model.parameters(), *self.model.buffers())}
-        return sum(t.numel() * t.element_size() for t in tensors.values())
+        from compllm.models import weights_bytes
+
+        return weights_bytes(self.model)
 
     def _generate_messages(
         self,
