@@ -9,6 +9,7 @@ from typing import Any, TextIO
 
 from compllm import __version__
 from compllm.api import CompLLM, CompLLMResult
+from compllm.bench import commands as bench_commands
 from compllm.errors import CompLLMError
 from compllm.models import ModelProvider, default_hub
 from compllm.plan import Plan, PlanError
@@ -73,6 +74,7 @@ def _parser() -> argparse.ArgumentParser:
         help="most model weights loaded at once, e.g. 6GB (default: $COMPLLM_MEMORY_BUDGET)",
     )
     ask.add_argument("--timeout", type=float, help="seconds per expert call before a retry")
+    bench_commands.add_commands(commands)
     return parser
 
 
@@ -101,14 +103,10 @@ def _context(args: argparse.Namespace) -> Context:
 def _ask(args: argparse.Namespace, out: TextIO, err: TextIO, provider: ModelProvider | None) -> int:
     if not args.query.strip():
         raise CompLLMError("the query is empty")
-    if provider is None:
-        hub = default_hub()
-        hub.on_event = lambda message: print(f"· {message}", file=err, flush=True)
-        provider = hub
     app = CompLLM(
         registry=args.experts,
         context=_context(args),
-        provider=provider,
+        provider=provider or _hub(err),
         memory_budget=args.memory_budget,
     )
     result: CompLLMResult | None = None
@@ -144,6 +142,13 @@ def _ask(args: argparse.Namespace, out: TextIO, err: TextIO, provider: ModelProv
     return 0
 
 
+def _hub(err: TextIO) -> ModelProvider:
+    """The default hub, reporting model loads on stderr."""
+    hub = default_hub()
+    hub.on_event = lambda message: print(f"· {message}", file=err, flush=True)
+    return hub
+
+
 def _indent(text: str) -> str:
     return "\n".join(f"    {line}" for line in text.strip().splitlines()) + "\n"
 
@@ -159,7 +164,9 @@ def main(
     out, err = out or sys.stdout, err or sys.stderr
     args = _parser().parse_args(argv)
     try:
-        return _ask(args, out, err, provider)
+        if args.command == "ask":
+            return _ask(args, out, err, provider)
+        return bench_commands.run_command(args, out, err, provider or _hub(err))
     except (CompLLMError, PlanError) as exc:
         print(f"compllm: error: {exc}", file=err)
         return 2

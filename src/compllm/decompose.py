@@ -26,6 +26,7 @@ _ASKING = "what|who|whom|whose|which|when|where|why|how|is|are|was|were|do|does|
 )
 _ASKS = re.compile(rf"^\W*(?:{_ASKING})\b", re.IGNORECASE)
 _NUMBERED = re.compile(r"(?:^|(?<=\s))\(?(\d{1,2})[.)]\s+(?=\S)")
+_NUMBERED_LINE = re.compile(r"^[ \t]*\(?(\d{1,2})[.)]\s+(?=\S)", re.MULTILINE)
 _BULLET = re.compile(r"^\s*[-*\u2022]\s+", re.MULTILINE)
 _LEADING_LINK = re.compile(
     r"^(?P<link>also|and|plus|additionally|then|next|finally|after that)\b,?\s*", re.IGNORECASE
@@ -46,10 +47,14 @@ _EXPLICIT_REFERENCE = re.compile(r"\b(?:q|step|part|question)\s*#?(\d{1,2})\b", 
 
 def explicit_parts(query: str) -> list[tuple[str, bool]]:
     """The query's parts as (text, introduced_by_then) pairs, in order."""
+    items = _numbered_items(query)
+    if items is not None:  # "1. ... 2. ...": each item is one part, whatever its sentences
+        return [_linked(" ".join(item.split())) for item in items]
     parts: list[tuple[str, bool]] = []
     context = ""
     for chunk in _chunks(query):
-        for sentence in _SENTENCE_END.split(" ".join(chunk.split())):
+        chunk, options = _without_options(" ".join(chunk.split()))
+        for sentence in _SENTENCE_END.split(chunk):
             for text, sequenced in _split_conjunctions(sentence):
                 link = _LEADING_LINK.match(text)
                 if link and len(text) > link.end():
@@ -66,6 +71,11 @@ def explicit_parts(query: str) -> list[tuple[str, bool]]:
                     continue
                 parts.append((_tidy(f"{context} {text}" if context else text), sequenced))
                 context = ""
+        if options and parts:  # a question's answer options stay with it
+            last, sequenced = parts[-1]
+            parts[-1] = (f"{last} {options}", sequenced)
+        elif options:
+            context = f"{context} {options}".strip()
     if context:  # trailing statements belong to the last question (or stand alone)
         if parts:
             last, sequenced = parts[-1]
@@ -96,22 +106,49 @@ def decompose(query: str, *, max_subqueries: int = DEFAULT_MAX_SUBQUERIES) -> Pl
     return Plan.build(subqueries, max_subqueries=max_subqueries)
 
 
+_OPTIONS = re.compile(r"\s+(?=(?:Options|Choices|Answer choices)\s*:)", re.IGNORECASE)
+
+
+def _without_options(chunk: str) -> tuple[str, str]:
+    """(the text, its trailing "Options: (A) ...; (B) ..." list or '')."""
+    pieces = _OPTIONS.split(chunk, maxsplit=1)
+    return (pieces[0], pieces[1]) if len(pieces) == 2 else (chunk, "")
+
+
+def _linked(text: str) -> tuple[str, bool]:
+    """An enumerated item without its leading "Then", and whether it had one."""
+    link = _LEADING_LINK.match(text)
+    if link and len(text) > link.end():
+        return _tidy(text[link.end() :]), link.group("link").lower() in {"then", "next"}
+    return _tidy(text), False
+
+
+def _numbered_items(query: str) -> list[str] | None:
+    """The items of a "1. ... 2. ..." enumeration counting up from 1 (text before the first
+    item is an instruction to all of them, not a part), or None."""
+    if len(_chunks(query)) > 1:  # bullets take precedence
+        return None
+    # Markers at line starts, when there are any: "... delta 2.\n2. ..." has one item 2.
+    for pattern in (_NUMBERED_LINE, _NUMBERED):
+        numbered, expected = [], 1
+        for marker in pattern.finditer(query):
+            if int(marker.group(1)) == expected:
+                numbered.append(marker)
+                expected += 1
+        if len(numbered) >= 2:
+            break
+    else:
+        return None
+    bounds = [m.start() for m in numbered[1:]] + [len(query)]
+    return [query[m.end() : end].strip() for m, end in zip(numbered, bounds, strict=True)]
+
+
 def _chunks(query: str) -> list[str]:
-    """Split bulleted lines, or a numbered enumeration "1. ... 2. ..." counting up from 1.
-    Text before the first item stays as its own chunk (usually context)."""
+    """Bulleted lines, or the whole query."""
     bullets = [b.strip() for b in _BULLET.split(query)]
     if len([b for b in bullets[1:] if b]) >= 2:
         return [b for b in bullets if b]
-    numbered, expected = [], 1
-    for marker in _NUMBERED.finditer(query):
-        if int(marker.group(1)) == expected:
-            numbered.append(marker)
-            expected += 1
-    if len(numbered) < 2:
-        return [query]
-    bounds = [m.start() for m in numbered] + [len(query)]
-    items = [query[m.end() : end] for m, end in zip(numbered, bounds[1:], strict=True)]
-    return [c.strip() for c in [query[: bounds[0]], *items] if c.strip()]
+    return [query]
 
 
 def _split_conjunctions(sentence: str) -> list[tuple[str, bool]]:

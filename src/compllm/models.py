@@ -37,6 +37,7 @@ __all__ = [
     "ModelProvider",
     "cache_dir",
     "default_hub",
+    "parameter_count",
 ]
 
 log = logging.getLogger(__name__)
@@ -231,6 +232,14 @@ def config_weights_bytes(config: Any, dtype: Any, *, trust_remote_code: bool = F
             config, dtype=dtype, trust_remote_code=trust_remote_code
         )
     return weights_bytes(model)
+
+
+def parameter_count(provider: ModelProvider, ref: str) -> int | None:
+    """How many parameters the chat model `ref` has (None when the provider's model does
+    not say, e.g. a remote endpoint or a test fake). Loads the model if it is not loaded."""
+    model = getattr(provider.chat_model(ref), "model", None)
+    count = getattr(model, "num_parameters", None)
+    return int(count()) if callable(count) else None
 
 
 def weights_bytes(model: Any) -> int:

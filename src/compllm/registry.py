@@ -26,6 +26,8 @@ __all__ = [
     "Registry",
     "default_registry",
     "load_registry",
+    "parse_registry",
+    "read_routing_examples",
 ]
 
 EMBEDDED_CHAT_MODEL = "embedded:smollm2-135m-instruct"
@@ -77,6 +79,11 @@ class Registry(BaseModel):
         default=0.1, ge=-1.0, le=1.0, description="Minimum routing score; below it, generalist."
     )
     experts: tuple[ExpertSpec, ...] = Field(min_length=1)
+    routing_examples: str | None = Field(
+        default=None,
+        description="JSONL file of more example questions ({'expert', 'text'} per line), "
+        "relative to the registry file; written by `compllm fit`.",
+    )
     source: str = Field(default="<memory>", exclude=True)
 
     @model_validator(mode="after")
@@ -107,8 +114,9 @@ class Registry(BaseModel):
         return hashlib.sha256(json.dumps(profiles).encode()).hexdigest()[:16]
 
 
-def load_registry(path: str | Path) -> Registry:
-    """Read and validate a registry file (`.yaml`, `.yml` or `.toml`)."""
+def load_registry(path: str | Path, *, routing_examples: bool = True) -> Registry:
+    """Read and validate a registry file (`.yaml`, `.yml` or `.toml`); `routing_examples`
+    False leaves out the examples of its `routing_examples` file (to fit new ones)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -116,11 +124,19 @@ def load_registry(path: str | Path) -> Registry:
         raise RegistryError(
             f"{path}: cannot read registry file ({exc.__class__.__name__}: {exc})"
         ) from None
-    return parse_registry(text, source=str(path), fmt=path.suffix.lower().lstrip("."))
+    return parse_registry(
+        text,
+        source=str(path),
+        fmt=path.suffix.lower().lstrip("."),
+        base=path.parent if routing_examples else None,
+    )
 
 
-def parse_registry(text: str, *, source: str, fmt: str = "yaml") -> Registry:
-    """Validate registry text. `fmt` is 'yaml', 'yml' or 'toml'."""
+def parse_registry(
+    text: str, *, source: str, fmt: str = "yaml", base: Path | None = None
+) -> Registry:
+    """Validate registry text. `fmt` is 'yaml', 'yml' or 'toml'; `base` is the folder that
+    a `routing_examples` file is relative to (None: do not read that file)."""
     try:
         data: Any = tomllib.loads(text) if fmt == "toml" else yaml.safe_load(text)
     except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
@@ -129,10 +145,53 @@ def parse_registry(text: str, *, source: str, fmt: str = "yaml") -> Registry:
         raise RegistryError(
             f"{source}: expected a mapping with 'experts', got {type(data).__name__}"
         )
+    if base is not None and isinstance(data.get("routing_examples"), str):
+        data = _with_routing_examples(data, base / data["routing_examples"], source)
     try:
         return Registry.model_validate({**data, "source": source})
     except ValidationError as exc:
         raise RegistryError(_describe(exc, data, source)) from None
+
+
+def read_routing_examples(path: Path) -> list[tuple[str, str]]:
+    """(expert, text) pairs from a routing-examples JSONL file."""
+    pairs = []
+    # split("\n"), not splitlines(): questions may contain Unicode line separators.
+    for number, line in enumerate(path.read_text(encoding="utf-8").split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            pairs.append((str(row["expert"]), str(row["text"])))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RegistryError(
+                f"{path}: line {number}: expected {{'expert': ..., 'text': ...}} ({exc})"
+            ) from None
+    return pairs
+
+
+def _with_routing_examples(data: dict[str, Any], path: Path, source: str) -> dict[str, Any]:
+    """The registry data with the file's examples appended to each expert's own."""
+    try:
+        pairs = read_routing_examples(path)
+    except OSError as exc:
+        raise RegistryError(
+            f"{source}: cannot read routing_examples ({exc.__class__.__name__}: {exc})"
+        ) from None
+    experts = data.get("experts")
+    if not isinstance(experts, list):
+        return data  # validation reports the missing experts
+    names = {e.get("name") for e in experts if isinstance(e, dict)}
+    unknown = sorted({expert for expert, _ in pairs} - names)
+    if unknown:
+        raise RegistryError(f"{path}: examples for unknown experts: {', '.join(unknown)}")
+    merged = []
+    for entry in experts:
+        if isinstance(entry, dict):
+            extra = [text for expert, text in pairs if expert == entry.get("name")]
+            entry = {**entry, "examples": [*(entry.get("examples") or []), *extra]}
+        merged.append(entry)
+    return {**data, "experts": merged}
 
 
 def _syntax_problem(exc: Exception) -> str:
@@ -165,5 +224,6 @@ def _describe(exc: ValidationError, data: dict[str, Any], source: str) -> str:
 @cache
 def default_registry() -> Registry:
     """The shipped registry: seven domain experts, all on the embedded default model."""
-    text = resources.files("compllm").joinpath("data/experts.yaml").read_text(encoding="utf-8")
-    return parse_registry(text, source="compllm:data/experts.yaml")
+    folder = Path(str(resources.files("compllm").joinpath("data")))
+    text = (folder / "experts.yaml").read_text(encoding="utf-8")
+    return parse_registry(text, source="compllm:data/experts.yaml", base=folder)

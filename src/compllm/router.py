@@ -1,17 +1,21 @@
 """Expert router: sends each sub-query to the expert whose profile it is most similar to.
 
 An expert's profile is its description plus its example questions. Each profile text is
-embedded once per (registry, embedding model) and cached. An expert's score for a sub-query
-is the mean cosine similarity of the sub-query to the expert's `top_k` most similar profile
-texts: nearest examples separate domains better than a single centroid, and averaging a few
+embedded once per (registry, embedding model) and cached, in memory and, when the router is
+given the embedding model's id, on disk (a fitted registry has thousands of examples). An
+expert's score for a sub-query is the mean cosine similarity of the sub-query to the expert's
+`top_k` most similar profile texts: nearest examples separate domains better than a single centroid, and averaging a few
 keeps one odd example from winning alone. Below the threshold, the generalist answers.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
@@ -19,6 +23,7 @@ from langchain_core.embeddings import Embeddings
 from langgraph.runtime import Runtime
 
 from compllm.errors import RegistryError
+from compllm.models import cache_dir
 from compllm.registry import Registry
 from compllm.state import Context, NodeFunction, State
 
@@ -36,10 +41,20 @@ class Route(NamedTuple):
 class ExpertRouter:
     """Routes questions to a registry's experts by embedding similarity."""
 
-    def __init__(self, registry: Registry, embeddings: Embeddings, *, top_k: int = 3) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        embeddings: Embeddings,
+        *,
+        top_k: int = 3,
+        embedding_model: str | None = None,
+    ) -> None:
+        """embedding_model: the id of `embeddings`; when given, profile vectors are cached
+        on disk under the model id and the registry's fingerprint."""
         self.registry = registry
         self.embeddings = embeddings
         self.top_k = top_k
+        self.embedding_model = embedding_model
         self._profiles: tuple[np.ndarray, np.ndarray] | None = None
         self._lock = threading.Lock()
 
@@ -51,11 +66,28 @@ class ExpertRouter:
                 for index, expert in enumerate(self.registry.experts):
                     texts.extend(expert.profile_texts)
                     owners.extend([index] * len(expert.profile_texts))
-                vectors = _unit(
-                    np.asarray(self.embeddings.embed_documents(texts), dtype=np.float32)
-                )
-                self._profiles = (vectors, np.asarray(owners))
+                self._profiles = (self._embed_profiles(texts), np.asarray(owners))
             return self._profiles
+
+    def _embed_profiles(self, texts: list[str]) -> np.ndarray:
+        cached = self._cache_file()
+        if cached is not None and cached.is_file():
+            vectors: np.ndarray = np.load(cached)
+            if vectors.shape[0] == len(texts):
+                return vectors
+        vectors = _unit(np.asarray(self.embeddings.embed_documents(texts), dtype=np.float32))
+        if cached is not None:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            partial = cached.with_suffix(f".{os.getpid()}.tmp.npy")
+            np.save(partial, vectors)
+            partial.replace(cached)  # atomic: concurrent processes never read half a file
+        return vectors
+
+    def _cache_file(self) -> Path | None:
+        if self.embedding_model is None:
+            return None
+        key = f"{self.embedding_model}\0{self.registry.fingerprint()}".encode()
+        return cache_dir() / "routing" / f"{hashlib.sha256(key).hexdigest()[:24]}.npy"
 
     def scores(self, questions: Sequence[str]) -> list[dict[str, float]]:
         """Per question, each expert's score in [-1, 1]."""

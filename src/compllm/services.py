@@ -72,7 +72,9 @@ class Services:
         embeddings = self.provider.embeddings(context.embedding_model)
         with self._lock:
             if key not in self._routers:
-                self._routers[key] = ExpertRouter(registry, embeddings)
+                self._routers[key] = ExpertRouter(
+                    registry, embeddings, embedding_model=context.embedding_model
+                )
             return self._routers[key]
 
     def observe_latency(self, expert: str, seconds: float) -> None:

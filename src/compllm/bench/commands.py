@@ -1,0 +1,244 @@
+"""`compllm fit` (router calibration) and `compllm bench` (build, run, report)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any, TextIO
+
+from compllm.api import CompLLM
+from compllm.bench.metrics import summarize
+from compllm.bench.mmlu import DEFAULT_MMLU_FILE, load_mmlu, split_questions
+from compllm.bench.report import markdown_table, write_report
+from compllm.bench.runner import RUNS_FILE, load_runs, run_suite
+from compllm.bench.suite import CompositeItem, build_suite, read_suite, write_suite
+from compllm.bench.systems import SYSTEMS, SystemName, SystemRun, run_system
+from compllm.calibrate import LabelledQuestion, fit_router, write_fitted_registry
+from compllm.errors import CompLLMError
+from compllm.models import EMBEDDED_EMBEDDINGS, ModelProvider, parameter_count
+from compllm.pool import ExpertPool
+from compllm.registry import default_registry, load_registry
+from compllm.state import Context
+
+__all__ = ["add_commands", "run_command"]
+
+_DEFAULT_REGISTRY_FILE = Path(__file__).resolve().parent.parent / "data" / "experts.yaml"
+
+
+def add_commands(commands: Any) -> None:
+    fit = commands.add_parser(
+        "fit",
+        help="calibrate routing: fit examples and the threshold on labelled questions",
+        description="Fit routing examples and the threshold, report held-out routing accuracy "
+        "with a confusion matrix, and write the fitted registry.",
+    )
+    fit.add_argument(
+        "--data",
+        default=str(DEFAULT_MMLU_FILE),
+        help="MMLU JSONL (labelled by the subject map) or JSONL of {'text', 'expert'}",
+    )
+    fit.add_argument("--experts", metavar="FILE", help="registry to fit (default: built-in)")
+    fit.add_argument("--out", metavar="FILE", required=True, help="fitted registry to write")
+    fit.add_argument(
+        "--all-questions",
+        action="store_true",
+        help="use every MMLU question (default: only the fit half of `compllm.bench` split, "
+        "so benchmark suites built from the other half stay held out)",
+    )
+    fit.add_argument("--holdout", type=float, default=0.5, help="share held out for the report")
+    fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--max-examples", type=int, help="most routing examples per expert")
+    fit.add_argument("--embedding-model", default=EMBEDDED_EMBEDDINGS)
+
+    bench = commands.add_parser(
+        "bench",
+        help="build a composite-query suite, run systems on it, report",
+        description="MultiExpertQA-style benchmark: monolithic, comp-llm, sequential and "
+        "oracle-plan on the same models and questions.",
+    )
+    steps = bench.add_subparsers(dest="step", required=True)
+    build = steps.add_parser("build", help="write a suite of composite queries (JSONL)")
+    build.add_argument("--data", default=str(DEFAULT_MMLU_FILE), help="MMLU JSONL or 'hub'")
+    build.add_argument("--out", required=True, metavar="FILE")
+    build.add_argument("--parallel", type=int, default=6, help="parallel composites")
+    build.add_argument("--dependent", type=int, default=4, help="dependent composites")
+    build.add_argument("--seed", type=int, default=0)
+    build.add_argument(
+        "--all-questions",
+        action="store_true",
+        help="draw from every question (default: the held-out half, unseen by `compllm fit`)",
+    )
+    run = steps.add_parser("run", help="run systems on a suite (resumes where it stopped)")
+    run.add_argument("suite", metavar="SUITE")
+    run.add_argument("--out", required=True, metavar="DIR")
+    run.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated")
+    run.add_argument("--experts", metavar="FILE", help="expert registry (default: built-in)")
+    run.add_argument("--planner", choices=["auto", "llm", "rules"], default="auto")
+    run.add_argument("--planner-model")
+    run.add_argument("--aggregator-model")
+    run.add_argument(
+        "--monolithic-model", help="the monolithic baseline (default: the generalist's model)"
+    )
+    run.add_argument("--max-new-tokens", type=int, default=64, help="per part")
+    run.add_argument("--limit", type=int, help="only the first N items")
+    run.add_argument("--fresh", action="store_true", help="discard earlier runs in DIR")
+    run.add_argument("--no-progress", action="store_true")
+    report = steps.add_parser("report", help="write results.json, results.md and plots")
+    report.add_argument("folder", metavar="DIR")
+
+
+def run_command(args: argparse.Namespace, out: TextIO, err: TextIO, provider: ModelProvider) -> int:
+    if args.command == "fit":
+        return _fit(args, out, provider)
+    if args.step == "build":
+        return _build(args, out)
+    if args.step == "run":
+        _run(args, err, provider)
+    return _report(Path(args.folder if args.step == "report" else args.out), out, provider)
+
+
+def _build(args: argparse.Namespace, out: TextIO) -> int:
+    loaded = load_mmlu(args.data)
+    questions = loaded.questions
+    if not args.all_questions:
+        _, questions = split_questions(questions)
+    items = build_suite(questions, parallel=args.parallel, dependent=args.dependent, seed=args.seed)
+    write_suite(items, Path(args.out))
+    half = "all of them" if args.all_questions else f"the held-out half ({len(questions)})"
+    parts = sum(len(i.parts) for i in items)
+    print(
+        f"{loaded.describe()}; drew from {half}\nwrote {args.out}: {len(items)} items "
+        f"({args.parallel} parallel, {args.dependent} dependent), {parts} parts, "
+        f"seed {args.seed}",
+        file=out,
+    )
+    return 0
+
+
+def _run(args: argparse.Namespace, err: TextIO, provider: ModelProvider) -> None:
+    items = read_suite(Path(args.suite))[: args.limit]
+    systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    unknown = sorted(set(systems) - set(SYSTEMS))
+    if unknown:
+        raise CompLLMError(f"unknown systems: {', '.join(unknown)} (known: {', '.join(SYSTEMS)})")
+    folder = Path(args.out)
+    if args.fresh:
+        (folder / RUNS_FILE).unlink(missing_ok=True)
+    overrides = {
+        "planner_mode": args.planner,
+        "planner_model": args.planner_model,
+        "aggregator_model": args.aggregator_model,
+    }
+    context = Context(**{k: v for k, v in overrides.items() if v is not None})
+    registry = load_registry(args.experts) if args.experts else default_registry()
+    registry = registry.model_copy(
+        update={
+            "experts": tuple(
+                e.model_copy(
+                    update={
+                        "generation": e.generation.model_copy(
+                            update={"max_new_tokens": args.max_new_tokens}
+                        )
+                    }
+                )
+                for e in registry.experts
+            )
+        }
+    )
+    pool = ExpertPool(provider)
+    app = CompLLM(registry=registry, context=context, pool=pool)
+    monolithic = args.monolithic_model or registry.expert(registry.generalist).model
+    meta = {
+        "suite": f"{args.suite} ({len(items)} items, {sum(len(i.parts) for i in items)} parts)",
+        "systems": systems,
+        "planner": f"{context.planner_mode} ({context.planner_model})",
+        "experts": registry.source,
+        "monolithic_model": monolithic,
+        "max_new_tokens_per_part": args.max_new_tokens,
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+
+    def run_one(system: SystemName, item: CompositeItem, reference: SystemRun | None) -> SystemRun:
+        return run_system(
+            system,
+            item,
+            app,
+            pool,
+            monolithic_model=monolithic,
+            max_new_tokens=args.max_new_tokens,
+            reference=reference,
+        )
+
+    run_suite(items, systems, run_one, folder, progress=not args.no_progress)
+
+
+def _report(folder: Path, out: TextIO, provider: ModelProvider) -> int:
+    runs = load_runs(folder)
+    if not runs:
+        raise CompLLMError(f"{folder}: no runs to report")
+    meta_file = folder / "meta.json"
+    meta = json.loads(meta_file.read_text("utf-8")) if meta_file.is_file() else {}
+    models = sorted({m for r in runs for m in r.models})
+    parameters = {m: parameter_count(provider, m) for m in models}
+    summary = summarize(runs, parameters)
+    written = write_report(folder, summary, runs, meta)
+    print(markdown_table(summary), file=out)
+    print("wrote " + ", ".join(str(p) for p in written), file=out)
+    return 0
+
+
+def _labelled(args: argparse.Namespace) -> tuple[list[LabelledQuestion], str]:
+    path = Path(args.data)
+    first = _first_row(path)
+    if "text" in first and "expert" in first:
+        rows = [json.loads(line) for line in path.read_text("utf-8").split("\n") if line.strip()]
+        questions = [LabelledQuestion(str(r["text"]), str(r["expert"])) for r in rows]
+        return questions, f"{len(questions)} labelled questions from {path}"
+    loaded = load_mmlu(path)
+    mmlu = loaded.questions
+    if not args.all_questions:
+        mmlu, _ = split_questions(mmlu)
+    questions = [LabelledQuestion(q.as_text(), q.domain) for q in mmlu if q.domain is not None]
+    half = "all" if args.all_questions else "the fit half"
+    return questions, f"{loaded.describe()}; {half}: {len(questions)} labelled by subject"
+
+
+def _first_row(path: Path) -> dict[str, Any]:
+    try:
+        with path.open(encoding="utf-8") as handle:
+            for line in handle:
+                if line.strip():
+                    row = json.loads(line)
+                    return row if isinstance(row, dict) else {}
+    except (OSError, ValueError) as exc:
+        raise CompLLMError(f"{path}: cannot read labelled questions ({exc})") from None
+    raise CompLLMError(f"{path}: no questions")
+
+
+def _fit(args: argparse.Namespace, out: TextIO, provider: ModelProvider) -> int:
+    source = Path(args.experts) if args.experts else _DEFAULT_REGISTRY_FILE
+    # Without its current routing examples: the fit replaces them.
+    registry = load_registry(source, routing_examples=False)
+    questions, described = _labelled(args)
+    print(described, file=out)
+    result = fit_router(
+        registry,
+        provider.embeddings(args.embedding_model),
+        questions,
+        holdout=args.holdout,
+        seed=args.seed,
+        max_examples_per_expert=args.max_examples,
+    )
+    report = result.held_out
+    print(
+        f"held out: {report.total} questions; routing accuracy {report.accuracy:.3f} at "
+        f"threshold {report.threshold:.2f} ({report.to_generalist} to the generalist)",
+        file=out,
+    )
+    print("\n".join(report.render()), file=out)
+    target = Path(args.out)
+    examples = write_fitted_registry(source, target, result)
+    print(f"wrote {target} and {examples} ({len(result.examples)} routing examples)", file=out)
+    return 0
