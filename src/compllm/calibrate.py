@@ -22,7 +22,7 @@ from pathlib import Path
 
 from langchain_core.embeddings import Embeddings
 
-from compllm.errors import RegistryError
+from compllm.errors import ConfigError, RegistryError
 from compllm.registry import Registry
 from compllm.router import ExpertRouter
 
@@ -142,7 +142,9 @@ def fit_router(
         raise RegistryError(f"labelled experts not in {registry.source}: {', '.join(unknown)}")
     fit_part, held_out = _split(questions, holdout, seed)
     if not fit_part or not held_out:
-        raise ValueError(f"need questions on both sides of the split ({len(questions)} given)")
+        raise ConfigError(
+            f"need labelled questions on both sides of the split ({len(questions)} given)"
+        )
     examples = _cap(fit_part, max_examples_per_expert)
     fitted = with_examples(registry, examples)
     router = ExpertRouter(fitted, embeddings)

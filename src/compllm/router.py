@@ -4,8 +4,9 @@ An expert's profile is its description plus its example questions. Each profile 
 embedded once per (registry, embedding model) and cached, in memory and, when the router is
 given the embedding model's id, on disk (a fitted registry has thousands of examples). An
 expert's score for a sub-query is the mean cosine similarity of the sub-query to the expert's
-`top_k` most similar profile texts: nearest examples separate domains better than a single centroid, and averaging a few
-keeps one odd example from winning alone. Below the threshold, the generalist answers.
+`top_k` most similar profile texts: nearest examples separate domains better than a single
+centroid, and averaging a few keeps one odd example from winning alone. Below the threshold,
+the generalist answers.
 """
 
 from __future__ import annotations
