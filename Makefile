@@ -6,7 +6,7 @@ QUERY ?= What is the derivative of x^3 + 2x, and what are the common symptoms of
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo test lint fast-test clean
+.PHONY: setup demo test lint fast-test bench clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -29,6 +29,14 @@ lint: setup
 
 test: lint
 	$(BIN)/pytest
+
+# The README's benchmark table: a 10-item composite suite from the held-out MMLU questions,
+# four systems on the embedded models (about 25 minutes on 2 CPU cores; resumes if stopped).
+SUITE ?= benchmarks/suites/mmlu-composite-s0.jsonl
+BENCH_OUT ?= benchmarks/results/bench-embedded
+bench: setup
+	$(BIN)/compllm bench build --out $(SUITE) --parallel 6 --dependent 4 --seed 0
+	$(BIN)/compllm bench run $(SUITE) --out $(BENCH_OUT) --planner rules --max-new-tokens 64
 
 fast-test: setup
 	$(BIN)/pytest -m "not slow"

@@ -4,8 +4,8 @@ has not seen as examples.
     .venv/bin/python benchmarks/routing_accuracy.py [--data ../shared/data/mmlu/mmlu_dev.jsonl]
 
 Two measurements:
-1. the shipped registry (fitted by `compllm fit` on the fit half of the file) on the held-out
-   half, which is where `compllm bench build` takes its questions from;
+1. the shipped registry (fitted by `compllm fit` on the fit part, 80%, of the file) on the
+   held-out 20%, which is where `compllm bench build` takes its questions from;
 2. k-fold cross-validation over the whole file: each question is routed by a registry whose
    routing examples are the other folds' questions.
 Each is given for the eight domain experts (gold by `compllm.bench.mmlu.SUBJECT_DOMAINS`) and
@@ -95,12 +95,12 @@ def main() -> None:
         "with options": MMLUQuestion.as_text,
         "question only": lambda q: q.question,
     }
-    results: dict[str, dict[str, dict[str, float]]] = {"held_out_half": {}, "cross_validation": {}}
+    results: dict[str, dict[str, dict[str, float]]] = {"held_out_part": {}, "cross_validation": {}}
 
     _, held_out = split_questions(questions)
     shipped = ExpertRouter(default_registry(), embeddings)
     for name, text in texts.items():
-        results["held_out_half"][name] = summary([counts(shipped, held_out, text)])
+        results["held_out_part"][name] = summary([counts(shipped, held_out, text)])
 
     bare = load_registry(_REGISTRY_FILE, routing_examples=False).model_copy(
         update={"threshold": default_registry().threshold}

@@ -66,7 +66,7 @@ def test_fitting_learns_examples_that_route_unseen_questions():
 
 
 def test_fitting_refuses_labels_the_registry_does_not_have():
-    with pytest.raises(RegistryError, match="not in test-registry.yaml: poetry"):
+    with pytest.raises(RegistryError, match=r"not in test-registry\.yaml: poetry"):
         fit_router(make_test_registry(), KeywordEmbeddings(), [LabelledQuestion("x", "poetry")])
 
 

@@ -18,7 +18,7 @@ from compllm.calibrate import LabelledQuestion, fit_router, write_fitted_registr
 from compllm.errors import CompLLMError
 from compllm.models import EMBEDDED_EMBEDDINGS, ModelProvider, parameter_count
 from compllm.pool import ExpertPool
-from compllm.registry import default_registry, load_registry
+from compllm.registry import Registry, default_registry, load_registry
 from compllm.state import Context
 
 __all__ = ["add_commands", "run_command"]
@@ -43,8 +43,8 @@ def add_commands(commands: Any) -> None:
     fit.add_argument(
         "--all-questions",
         action="store_true",
-        help="use every MMLU question (default: only the fit half of `compllm.bench` split, "
-        "so benchmark suites built from the other half stay held out)",
+        help="use every MMLU question (default: only the fit part, 80%%, of the split in "
+        "compllm.bench.mmlu, so suites built from the other 20%% stay held out)",
     )
     fit.add_argument("--holdout", type=float, default=0.5, help="share held out for the report")
     fit.add_argument("--seed", type=int, default=0)
@@ -67,7 +67,7 @@ def add_commands(commands: Any) -> None:
     build.add_argument(
         "--all-questions",
         action="store_true",
-        help="draw from every question (default: the held-out half, unseen by `compllm fit`)",
+        help="draw from every question (default: the held-out 20%%, unseen by `compllm fit`)",
     )
     run = steps.add_parser("run", help="run systems on a suite (resumes where it stopped)")
     run.add_argument("suite", metavar="SUITE")
@@ -77,6 +77,7 @@ def add_commands(commands: Any) -> None:
     run.add_argument("--planner", choices=["auto", "llm", "rules"], default="auto")
     run.add_argument("--planner-model")
     run.add_argument("--aggregator-model")
+    run.add_argument("--expert-model", help="run every expert on this model id/path")
     run.add_argument(
         "--monolithic-model", help="the monolithic baseline (default: the generalist's model)"
     )
@@ -105,7 +106,7 @@ def _build(args: argparse.Namespace, out: TextIO) -> int:
         _, questions = split_questions(questions)
     items = build_suite(questions, parallel=args.parallel, dependent=args.dependent, seed=args.seed)
     write_suite(items, Path(args.out))
-    half = "all of them" if args.all_questions else f"the held-out half ({len(questions)})"
+    half = "all of them" if args.all_questions else f"the held-out part ({len(questions)})"
     parts = sum(len(i.parts) for i in items)
     print(
         f"{loaded.describe()}; drew from {half}\nwrote {args.out}: {len(items)} items "
@@ -131,20 +132,10 @@ def _run(args: argparse.Namespace, err: TextIO, provider: ModelProvider) -> None
         "aggregator_model": args.aggregator_model,
     }
     context = Context(**{k: v for k, v in overrides.items() if v is not None})
-    registry = load_registry(args.experts) if args.experts else default_registry()
-    registry = registry.model_copy(
-        update={
-            "experts": tuple(
-                e.model_copy(
-                    update={
-                        "generation": e.generation.model_copy(
-                            update={"max_new_tokens": args.max_new_tokens}
-                        )
-                    }
-                )
-                for e in registry.experts
-            )
-        }
+    registry = _bench_registry(
+        load_registry(args.experts) if args.experts else default_registry(),
+        max_new_tokens=args.max_new_tokens,
+        expert_model=args.expert_model,
     )
     pool = ExpertPool(provider)
     app = CompLLM(registry=registry, context=context, pool=pool)
@@ -174,6 +165,20 @@ def _run(args: argparse.Namespace, err: TextIO, provider: ModelProvider) -> None
     run_suite(items, systems, run_one, folder, progress=not args.no_progress)
 
 
+def _bench_registry(
+    registry: Registry, *, max_new_tokens: int, expert_model: str | None
+) -> Registry:
+    """Every expert with the benchmark's token budget, and on `expert_model` if given."""
+    experts = []
+    for spec in registry.experts:
+        generation = spec.generation.model_copy(update={"max_new_tokens": max_new_tokens})
+        update: dict[str, Any] = {"generation": generation}
+        if expert_model:
+            update["model"] = expert_model
+        experts.append(spec.model_copy(update=update))
+    return registry.model_copy(update={"experts": tuple(experts)})
+
+
 def _report(folder: Path, out: TextIO, provider: ModelProvider) -> int:
     runs = load_runs(folder)
     if not runs:
@@ -201,7 +206,7 @@ def _labelled(args: argparse.Namespace) -> tuple[list[LabelledQuestion], str]:
     if not args.all_questions:
         mmlu, _ = split_questions(mmlu)
     questions = [LabelledQuestion(q.as_text(), q.domain) for q in mmlu if q.domain is not None]
-    half = "all" if args.all_questions else "the fit half"
+    half = "all" if args.all_questions else "the fit part"
     return questions, f"{loaded.describe()}; {half}: {len(questions)} labelled by subject"
 
 

@@ -147,9 +147,9 @@ def _load_hub(dataset: str, split: str) -> LoadedQuestions:
 
 
 def split_questions(
-    questions: Sequence[MMLUQuestion], *, holdout: float = 0.5, seed: int = 0
+    questions: Sequence[MMLUQuestion], *, holdout: float = 0.2, seed: int = 0
 ) -> tuple[list[MMLUQuestion], list[MMLUQuestion]]:
-    """(fit, held-out): about `holdout` of each subject is held out, chosen by a hash of the
+    """(fit, held-out): about `holdout` of the questions are held out, chosen by a hash of the
     question and the seed, so a question stays on its side whatever else the file holds."""
     fit: list[MMLUQuestion] = []
     held_out: list[MMLUQuestion] = []

@@ -47,7 +47,7 @@ def run_suite(
     done = {(r.system, r.item_id): r for r in runs}
     order = sorted(systems, key=lambda s: s == "sequential")
     todo = [(s, item) for item in items for s in order if (s, item.id) not in done]
-    bar = _progress_bar(len(todo), progress)
+    bar = _Bar(len(todo), progress)
     path = folder / RUNS_FILE
     with path.open("a+b") as tail:  # after a kill mid-write, start on a fresh line
         if tail.tell() and (tail.seek(-1, 2), tail.read(1))[1] != b"\n":
@@ -83,6 +83,8 @@ def _running_accuracy(runs: Sequence[SystemRun], system: str) -> float:
 
 
 class _Bar:
+    """A tqdm bar showing the running part accuracy of the system just run."""
+
     def __init__(self, total: int, enabled: bool) -> None:
         self._tqdm: Any = None
         if enabled and total:
@@ -98,7 +100,3 @@ class _Bar:
     def close(self) -> None:
         if self._tqdm is not None:
             self._tqdm.close()
-
-
-def _progress_bar(total: int, enabled: bool) -> _Bar:
-    return _Bar(total, enabled)

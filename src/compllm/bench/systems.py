@@ -241,10 +241,9 @@ def _sections(text: str, count: int) -> list[str]:
     """The reply cut at "Part N:" / "N." markers; a part without its marker gets ''."""
     found: dict[int, str] = {}
     marks = [m for m in _SECTION.finditer(text) if 1 <= int(m.group(1)) <= count]
-    for mark, following in zip(marks, [*marks[1:], None], strict=True):
-        number = int(mark.group(1))
-        if number not in found:
-            found[number] = text[mark.end() : following.start() if following else len(text)]
+    ends = [m.start() for m in marks[1:]] + [len(text)] if marks else []
+    for mark, end in zip(marks, ends, strict=True):
+        found.setdefault(int(mark.group(1)), text[mark.end() : end])
     if not found and count == 1:
         return [text]
     return [found.get(n, "").strip() for n in range(1, count + 1)]
