@@ -122,7 +122,10 @@ def _plots(
             axes.scatter(row["parameters"] / 1e6, row["part_accuracy"], label=system)
     axes.set_xlabel("chat-model parameters loaded (millions)")
     axes.set_ylabel("part accuracy")
-    axes.legend()
+    if axes.collections:
+        axes.legend()
+    else:
+        axes.text(0.5, 0.5, "parameter counts unknown", ha="center", transform=axes.transAxes)
     axes.set_title("Accuracy vs total parameters")
     paths.append(_save(figure, folder / "accuracy_vs_parameters.png"))
     return paths

@@ -68,6 +68,7 @@ class SystemRun(BaseModel):
     parts_found: int = 0  # gold parts some sub-query matched
     plan: Plan | None = None  # the routed plan the pipeline ran
     plan_s: float = 0.0  # time spent planning
+    timings: dict[str, float] = {}  # the pipeline's stages (plan, route, execute, aggregate)
     error: str | None = None
 
     @property
@@ -153,6 +154,7 @@ def _pipeline_run(
         parts_found=len(matched),
         plan=result.plan,
         plan_s=result.timings.get("plan", 0.0),
+        timings=result.timings,
     )
 
 
