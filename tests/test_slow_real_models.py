@@ -20,7 +20,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def router() -> ExpertRouter:
-    return ExpertRouter(default_registry(), ModelHub().embeddings(EMBEDDED_EMBEDDINGS))
+    embeddings = ModelHub().embeddings(EMBEDDED_EMBEDDINGS)
+    return ExpertRouter(default_registry(), embeddings, embedding_model=EMBEDDED_EMBEDDINGS)
 
 
 @pytest.mark.parametrize(
