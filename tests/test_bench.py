@@ -64,6 +64,16 @@ def test_loader_says_what_it_loaded_and_points_at_a_bad_line(tmp_path):
         load_mmlu(bad)
 
 
+def test_the_hub_source_says_what_it_needs():
+    try:
+        import datasets  # noqa: F401
+    except ImportError:
+        with pytest.raises(CompLLMError, match="pip install datasets"):
+            load_mmlu("hub")
+    else:
+        pytest.skip("datasets is installed: loading would need the network")
+
+
 def test_split_is_stable_whatever_else_the_file_holds():
     everything = questions(20)
     _, held_out = split_questions(everything)

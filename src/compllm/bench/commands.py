@@ -70,8 +70,10 @@ def add_commands(commands: Any) -> None:
         help="draw from every question (default: the held-out 20%%, unseen by `compllm fit`)",
     )
     run = steps.add_parser("run", help="run systems on a suite (resumes where it stopped)")
-    run.add_argument("suite", metavar="SUITE")
-    run.add_argument("--out", required=True, metavar="DIR")
+    run.add_argument("suite", metavar="SUITE", help="a suite written by `compllm bench build`")
+    run.add_argument(
+        "--out", required=True, metavar="DIR", help="runs.jsonl, results and plots go here"
+    )
     run.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated")
     run.add_argument("--experts", metavar="FILE", help="expert registry (default: built-in)")
     run.add_argument("--planner", choices=["auto", "llm", "rules"], default="auto")
@@ -162,7 +164,11 @@ def _run(args: argparse.Namespace, err: TextIO, provider: ModelProvider) -> None
             reference=reference,
         )
 
-    run_suite(items, systems, run_one, folder, progress=not args.no_progress)
+    runs = run_suite(items, systems, run_one, folder, progress=not args.no_progress)
+    # Counted now, while the models are loaded, so `bench report` never has to load them.
+    models = sorted({m for r in runs for m in r.models})
+    meta["parameters"] = {m: parameter_count(provider, m) for m in models}
+    (folder / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 
 
 def _bench_registry(
@@ -185,8 +191,9 @@ def _report(folder: Path, out: TextIO, provider: ModelProvider) -> int:
         raise CompLLMError(f"{folder}: no runs to report")
     meta_file = folder / "meta.json"
     meta = json.loads(meta_file.read_text("utf-8")) if meta_file.is_file() else {}
-    models = sorted({m for r in runs for m in r.models})
-    parameters = {m: parameter_count(provider, m) for m in models}
+    parameters = dict(meta.get("parameters") or {})
+    for model in sorted({m for r in runs for m in r.models} - set(parameters)):
+        parameters[model] = parameter_count(provider, model)
     summary = summarize(runs, parameters)
     written = write_report(folder, summary, runs, meta)
     print(markdown_table(summary), file=out)
