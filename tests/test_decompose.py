@@ -67,3 +67,27 @@ def test_long_enumerations_respect_the_limit():
     plan = decompose(query, max_subqueries=5)
     assert len(plan) == 5
     assert "20 squared" in plan.get("q5").question
+
+
+def test_numbered_questions_stay_whole_and_link_only_when_they_point_back():
+    plan = decompose(
+        "Answer each question.\n"
+        "1. What is the number of moons of Mars? Options: (A) 1; (B) 2.\n"
+        "2. Which gas has its value of density lowest? Options: (A) helium; (B) hydrogen.\n"
+        "3. Multiply that answer by 3."
+    )
+    assert [s.question.split("?")[0] for s in plan.subqueries] == [
+        "What is the number of moons of Mars",
+        "Which gas has its value of density lowest",
+        "Multiply that answer by 3.",
+    ]
+    assert plan.subqueries[0].question.endswith("Options: (A) 1; (B) 2.")
+    assert [s.depends_on for s in plan.subqueries] == [(), (), ("q2",)]
+
+
+def test_answer_options_stay_with_their_question():
+    plan = decompose("Which planet is largest? Options: (A) Mars. (B) Jupiter. What is 2 + 2?")
+    assert [s.question for s in plan.subqueries] == [
+        "Which planet is largest? Options: (A) Mars. (B) Jupiter.",
+        "What is 2 + 2?",
+    ]

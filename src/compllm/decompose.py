@@ -42,6 +42,13 @@ _BACK_REFERENCE = re.compile(
     r"|\b(?:using|with|from|of)\s+(?:it|that|this)\b",
     re.IGNORECASE,
 )
+# In an explicit "1. ... 2. ..." list each item is a whole question, which may well say "the
+# number of ..." or "its value": there only a pointed reference ("that result") links items.
+_POINTED_REFERENCE = re.compile(
+    r"\b(?:that|this|previous|above|prior|earlier)\s+"
+    r"(?:result|answer|number|value|amount|figure|outcome|sum|product|total|quantity)\b",
+    re.IGNORECASE,
+)
 _EXPLICIT_REFERENCE = re.compile(r"\b(?:q|step|part|question)\s*#?(\d{1,2})\b", re.IGNORECASE)
 
 
@@ -52,8 +59,11 @@ def explicit_parts(query: str) -> list[tuple[str, bool]]:
         return [_linked(" ".join(item.split())) for item in items]
     parts: list[tuple[str, bool]] = []
     context = ""
-    for chunk in _chunks(query):
-        chunk, options = _without_options(" ".join(chunk.split()))
+    pending = _chunks(query)
+    while pending:
+        chunk, options, rest = _without_options(" ".join(pending.pop(0).split()))
+        if rest:  # a new question after the options: its own chunk
+            pending.insert(0, rest)
         for sentence in _SENTENCE_END.split(chunk):
             for text, sequenced in _split_conjunctions(sentence):
                 link = _LEADING_LINK.match(text)
@@ -88,6 +98,8 @@ def explicit_parts(query: str) -> list[tuple[str, bool]]:
 def decompose(query: str, *, max_subqueries: int = DEFAULT_MAX_SUBQUERIES) -> Plan:
     """A plan from the query's explicit structure; one node when it has one part."""
     parts = explicit_parts(query) or [(" ".join(query.split()), False)]
+    enumerated = _numbered_items(query) is not None
+    back_reference = _POINTED_REFERENCE if enumerated else _BACK_REFERENCE
     if len(parts) > max_subqueries:  # keep the limit: fold the tail into the last part
         head, tail = parts[: max_subqueries - 1], parts[max_subqueries - 1 :]
         parts = [*head, (" ".join(text for text, _ in tail), tail[0][1])]
@@ -98,7 +110,7 @@ def decompose(query: str, *, max_subqueries: int = DEFAULT_MAX_SUBQUERIES) -> Pl
             referenced = int(match.group(1))
             if 1 <= referenced <= index:
                 depends_on.append(f"q{referenced}")
-        if index > 0 and not depends_on and (sequenced or _BACK_REFERENCE.search(text)):
+        if index > 0 and not depends_on and (sequenced or back_reference.search(text)):
             depends_on.append(f"q{index}")
         subqueries.append(
             SubQuery(id=f"q{index + 1}", question=text, depends_on=tuple(dict.fromkeys(depends_on)))
@@ -109,10 +121,18 @@ def decompose(query: str, *, max_subqueries: int = DEFAULT_MAX_SUBQUERIES) -> Pl
 _OPTIONS = re.compile(r"\s+(?=(?:Options|Choices|Answer choices)\s*:)", re.IGNORECASE)
 
 
-def _without_options(chunk: str) -> tuple[str, str]:
-    """(the text, its trailing "Options: (A) ...; (B) ..." list or '')."""
+def _without_options(chunk: str) -> tuple[str, str, str]:
+    """(the text, its "Options: (A) ...; (B) ..." list or '', what follows the list): the
+    list ends where a sentence that asks something, and is not an option, begins."""
     pieces = _OPTIONS.split(chunk, maxsplit=1)
-    return (pieces[0], pieces[1]) if len(pieces) == 2 else (chunk, "")
+    if len(pieces) == 1:
+        return chunk, "", ""
+    head, tail = pieces
+    sentences = _SENTENCE_END.split(tail)
+    for index, sentence in enumerate(sentences[1:], 1):
+        if not sentence.startswith("(") and _asks(sentence):
+            return head, " ".join(sentences[:index]), " ".join(sentences[index:])
+    return head, tail, ""
 
 
 def _linked(text: str) -> tuple[str, bool]:
