@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any, TextIO
 
+from langchain_core.messages import HumanMessage
+
 from compllm.api import CompLLM
 from compllm.bench.metrics import summarize
 from compllm.bench.mmlu import DEFAULT_MMLU_FILE, load_mmlu, split_questions
@@ -17,6 +19,7 @@ from compllm.bench.systems import SYSTEMS, SystemName, SystemRun, run_system
 from compllm.calibrate import LabelledQuestion, fit_router, write_fitted_registry
 from compllm.errors import CompLLMError
 from compllm.models import EMBEDDED_EMBEDDINGS, ModelProvider, parameter_count
+from compllm.plan import Plan, SubQuery
 from compllm.pool import ExpertPool
 from compllm.registry import Registry, default_registry, load_registry
 from compllm.state import Context
@@ -164,7 +167,21 @@ def _run(args: argparse.Namespace, err: TextIO, provider: ModelProvider) -> None
             reference=reference,
         )
 
-    runs = run_suite(items, systems, run_one, folder, progress=not args.no_progress)
+    def warm_up() -> None:
+        """Load every model and the router's profiles with one tiny pipeline run."""
+        one = Plan.build([SubQuery(id="q1", question="Hello?", expert=registry.generalist)])
+        app.invoke("Hello?", plan=one)
+        pool.call(monolithic, [HumanMessage("Hello?")], {"max_new_tokens": 1}).result()
+        planning = [context.aggregator_model]
+        if context.planner_mode != "rules":
+            planning.append(context.planner_model)
+        for ref in planning:
+            with pool.lease(ref):
+                pass
+
+    runs = run_suite(
+        items, systems, run_one, folder, progress=not args.no_progress, warm_up=warm_up
+    )
     # Counted now, while the models are loaded, so `bench report` never has to load them.
     models = sorted({m for r in runs for m in r.models})
     meta["parameters"] = {m: parameter_count(provider, m) for m in models}

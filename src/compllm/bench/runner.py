@@ -39,14 +39,18 @@ def run_suite(
     folder: Path,
     *,
     progress: bool = True,
+    warm_up: Callable[[], None] | None = None,
 ) -> list[SystemRun]:
     """Run every system on every item (comp-llm before sequential, which reuses its plan),
-    skipping pairs already in `folder`. Returns all runs, old and new."""
+    skipping pairs already in `folder`. Returns all runs, old and new. `warm_up` runs once
+    before the first timed run (loading models is not what the latencies compare)."""
     folder.mkdir(parents=True, exist_ok=True)
     runs = load_runs(folder)
     done = {(r.system, r.item_id): r for r in runs}
     order = sorted(systems, key=lambda s: s == "sequential")
     todo = [(s, item) for item in items for s in order if (s, item.id) not in done]
+    if todo and warm_up is not None:
+        warm_up()
     bar = _Bar(len(todo), progress)
     path = folder / RUNS_FILE
     with path.open("a+b") as tail:  # after a kill mid-write, start on a fresh line
