@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 from _common import write_json
 from langchain_core.embeddings import Embeddings
@@ -26,10 +25,8 @@ from langchain_core.embeddings import Embeddings
 from compllm.bench.mmlu import DEFAULT_MMLU_FILE, MMLUQuestion, load_mmlu, split_questions
 from compllm.calibrate import LabelledQuestion, routing_report, with_examples
 from compllm.models import EMBEDDED_EMBEDDINGS, ModelHub
-from compllm.registry import default_registry, load_registry
+from compllm.registry import default_registry, default_registry_path, load_registry
 from compllm.router import ExpertRouter
-
-_REGISTRY_FILE = Path(__file__).resolve().parents[1] / "src/compllm/data/experts.yaml"
 
 
 class MemoEmbeddings(Embeddings):
@@ -102,7 +99,7 @@ def main() -> None:
     for name, text in texts.items():
         results["held_out_part"][name] = summary([counts(shipped, held_out, text)])
 
-    bare = load_registry(_REGISTRY_FILE, routing_examples=False).model_copy(
+    bare = load_registry(default_registry_path(), routing_examples=False).model_copy(
         update={"threshold": default_registry().threshold}
     )
     for name, text in texts.items():

@@ -338,15 +338,7 @@ def test_an_interrupted_run_resumes_without_recomputing_finished_items(tmp_path)
         if len(calls) == kill_at[0]:
             raise Killed  # the process is stopped mid-way
         calls.append((system, item.id))
-        return SystemRun(
-            system=system,
-            item_id=item.id,
-            item_kind=item.kind,
-            parts=[],
-            latency_s=1.0,
-            output_tokens=0,
-            models=[],
-        )
+        return SystemRun.empty(system, item)
 
     with pytest.raises(Killed):
         run_suite(items, ["monolithic", "comp-llm"], run_one, tmp_path, progress=False)
@@ -367,15 +359,7 @@ def test_one_failing_item_is_recorded_and_the_run_goes_on(tmp_path):
     def run_one(system, item, reference):
         if item.id == "p001":
             raise RuntimeError("model crashed")
-        return SystemRun(
-            system=system,
-            item_id=item.id,
-            item_kind=item.kind,
-            parts=[],
-            latency_s=1.0,
-            output_tokens=0,
-            models=[],
-        )
+        return SystemRun.empty(system, item)
 
     runs = run_suite(items, ["monolithic"], run_one, tmp_path, progress=False)
     assert [r.error for r in runs] == ["RuntimeError: model crashed", None]

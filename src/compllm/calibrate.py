@@ -16,9 +16,10 @@ import hashlib
 import json
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from langchain_core.embeddings import Embeddings
 
@@ -33,8 +34,11 @@ __all__ = [
     "evaluate_routing",
     "fit_router",
     "routing_report",
+    "split_by_hash",
     "write_fitted_registry",
 ]
+
+T = TypeVar("T")
 
 THRESHOLD_GRID = tuple(round(0.01 * step, 2) for step in range(61))
 
@@ -140,7 +144,7 @@ def fit_router(
     unknown = sorted({q.expert for q in questions} - set(registry.names))
     if unknown:
         raise RegistryError(f"labelled experts not in {registry.source}: {', '.join(unknown)}")
-    fit_part, held_out = _split(questions, holdout, seed)
+    fit_part, held_out = split_by_hash(questions, lambda q: q.text, holdout=holdout, seed=seed)
     if not fit_part or not held_out:
         raise ConfigError(
             f"need labelled questions on both sides of the split ({len(questions)} given)"
@@ -176,15 +180,17 @@ def with_examples(registry: Registry, examples: Sequence[LabelledQuestion]) -> R
     return registry.model_copy(update={"experts": tuple(experts)})
 
 
-def _split(
-    questions: Sequence[LabelledQuestion], holdout: float, seed: int
-) -> tuple[list[LabelledQuestion], list[LabelledQuestion]]:
-    fit_part: list[LabelledQuestion] = []
-    held_out: list[LabelledQuestion] = []
-    for question in questions:
-        digest = hashlib.sha256(f"{seed}\0{question.text}".encode()).digest()
-        (held_out if digest[0] / 256 < holdout else fit_part).append(question)
-    return fit_part, held_out
+def split_by_hash(
+    items: Iterable[T], key: Callable[[T], str], *, holdout: float, seed: int
+) -> tuple[list[T], list[T]]:
+    """(kept, held out): about `holdout` of the items are held out, chosen by a hash of their
+    key and the seed, so an item stays on its side whatever else the collection holds."""
+    kept: list[T] = []
+    held_out: list[T] = []
+    for item in items:
+        digest = hashlib.sha256(f"{seed}\0{key(item)}".encode()).digest()
+        (held_out if digest[0] / 256 < holdout else kept).append(item)
+    return kept, held_out
 
 
 def _cap(examples: list[LabelledQuestion], limit: int | None) -> list[LabelledQuestion]:

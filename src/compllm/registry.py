@@ -25,6 +25,7 @@ __all__ = [
     "GenerationSettings",
     "Registry",
     "default_registry",
+    "default_registry_path",
     "load_registry",
     "parse_registry",
     "read_routing_examples",
@@ -221,9 +222,14 @@ def _describe(exc: ValidationError, data: dict[str, Any], source: str) -> str:
     return f"{source}: {': '.join([*where, message])}{more}"
 
 
+def default_registry_path() -> Path:
+    """The shipped registry file (its routing examples lie beside it)."""
+    return Path(str(resources.files("compllm").joinpath("data/experts.yaml")))
+
+
 @cache
 def default_registry() -> Registry:
     """The shipped registry: seven domain experts, all on the embedded default model."""
-    folder = Path(str(resources.files("compllm").joinpath("data")))
-    text = (folder / "experts.yaml").read_text(encoding="utf-8")
-    return parse_registry(text, source="compllm:data/experts.yaml", base=folder)
+    path = default_registry_path()
+    text = path.read_text(encoding="utf-8")
+    return parse_registry(text, source="compllm:data/experts.yaml", base=path.parent)

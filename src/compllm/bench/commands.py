@@ -21,12 +21,10 @@ from compllm.errors import CompLLMError
 from compllm.models import EMBEDDED_EMBEDDINGS, ModelProvider, parameter_count
 from compllm.plan import Plan, SubQuery
 from compllm.pool import ExpertPool
-from compllm.registry import Registry, default_registry, load_registry
+from compllm.registry import Registry, default_registry, default_registry_path, load_registry
 from compllm.state import Context
 
 __all__ = ["add_commands", "run_command"]
-
-_DEFAULT_REGISTRY_FILE = Path(__file__).resolve().parent.parent / "data" / "experts.yaml"
 
 
 def add_commands(commands: Any) -> None:
@@ -247,7 +245,7 @@ def _first_row(path: Path) -> dict[str, Any]:
 
 
 def _fit(args: argparse.Namespace, out: TextIO, provider: ModelProvider) -> int:
-    source = Path(args.experts) if args.experts else _DEFAULT_REGISTRY_FILE
+    source = Path(args.experts) if args.experts else default_registry_path()
     # Without its current routing examples: the fit replaces them.
     registry = load_registry(source, routing_examples=False)
     questions, described = _labelled(args)

@@ -15,13 +15,16 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from compllm.calibrate import split_by_hash
 from compllm.errors import CompLLMError
 
 __all__ = [
     "DEFAULT_MMLU_FILE",
     "SUBJECT_DOMAINS",
     "LoadedQuestions",
+    "MMLULoadError",
     "MMLUQuestion",
+    "by_domain",
     "domain_of",
     "load_mmlu",
     "split_questions",
@@ -149,14 +152,9 @@ def _load_hub(dataset: str, split: str) -> LoadedQuestions:
 def split_questions(
     questions: Sequence[MMLUQuestion], *, holdout: float = 0.2, seed: int = 0
 ) -> tuple[list[MMLUQuestion], list[MMLUQuestion]]:
-    """(fit, held-out): about `holdout` of the questions are held out, chosen by a hash of the
-    question and the seed, so a question stays on its side whatever else the file holds."""
-    fit: list[MMLUQuestion] = []
-    held_out: list[MMLUQuestion] = []
-    for question in questions:
-        digest = hashlib.sha256(f"{seed}\0{question.key}".encode()).digest()
-        (held_out if digest[0] / 256 < holdout else fit).append(question)
-    return fit, held_out
+    """(fit, held-out): about `holdout` of the questions are held out, by a hash of each
+    question's key, so a question stays on its side whatever else the file holds."""
+    return split_by_hash(questions, lambda q: q.key, holdout=holdout, seed=seed)
 
 
 def by_domain(questions: Iterable[MMLUQuestion]) -> dict[str, list[MMLUQuestion]]:

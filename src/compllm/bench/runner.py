@@ -62,16 +62,8 @@ def run_suite(
             try:
                 run = run_one(system, item, reference)
             except Exception as exc:  # one bad item must not end a long benchmark
-                run = SystemRun(
-                    system=system,
-                    item_id=item.id,
-                    item_kind=item.kind,
-                    parts=[],
-                    latency_s=0.0,
-                    output_tokens=0,
-                    models=[],
-                    error="".join(traceback.format_exception_only(exc)).strip(),
-                )
+                error = "".join(traceback.format_exception_only(exc)).strip()
+                run = SystemRun.empty(system, item, error=error)
             sink.write(run.model_dump_json() + "\n")
             sink.flush()
             done[(system, item.id)] = run

@@ -51,6 +51,18 @@ class PartOutcome(BaseModel):
     answer_text: str = ""
 
 
+def _outcome(part: Part, text: str, routed_to: str | None = None) -> PartOutcome:
+    predicted, correct = score_part(part, text)
+    return PartOutcome(
+        part_id=part.id,
+        domain=part.domain,
+        predicted=predicted,
+        correct=correct,
+        routed_to=routed_to,
+        answer_text=text,
+    )
+
+
 class SystemRun(BaseModel):
     """One system on one item: outcomes per gold part, cost and what was loaded."""
 
@@ -70,6 +82,22 @@ class SystemRun(BaseModel):
     plan_s: float = 0.0  # time spent planning
     timings: dict[str, float] = {}  # the pipeline's stages (plan, route, execute, aggregate)
     error: str | None = None
+
+    @classmethod
+    def empty(
+        cls, system: SystemName, item: CompositeItem, *, error: str | None = None
+    ) -> SystemRun:
+        """A run with no parts: what a failed run leaves (with its error)."""
+        return cls(
+            system=system,
+            item_id=item.id,
+            item_kind=item.kind,
+            parts=[],
+            latency_s=0.0,
+            output_tokens=0,
+            models=[],
+            error=error,
+        )
 
     @property
     def all_correct(self) -> bool:
@@ -126,18 +154,7 @@ def _pipeline_run(
         sub_id = matched.get(part.id)
         answer = answers.get(sub_id) if sub_id else None
         text = answer.answer if answer is not None and answer.status == "ok" else ""
-        predicted, correct = score_part(part, text) if text else (None, False)
-        routed = result.plan.get(sub_id).expert if sub_id else None
-        outcomes.append(
-            PartOutcome(
-                part_id=part.id,
-                domain=part.domain,
-                predicted=predicted,
-                correct=correct,
-                routed_to=routed,
-                answer_text=text,
-            )
-        )
+        outcomes.append(_outcome(part, text, result.plan.get(sub_id).expert if sub_id else None))
     registry = app.registry
     assert registry is not None
     expert_models = [registry.expert(s.expert).model for s in result.plan.subqueries if s.expert]
@@ -210,18 +227,7 @@ def _monolithic(
     latency = time.perf_counter() - started
     text = message.text
     sections = _sections(text, len(item.parts))
-    outcomes = []
-    for part, section in zip(item.parts, sections, strict=True):
-        predicted, correct = score_part(part, section)
-        outcomes.append(
-            PartOutcome(
-                part_id=part.id,
-                domain=part.domain,
-                predicted=predicted,
-                correct=correct,
-                answer_text=section,
-            )
-        )
+    outcomes = [_outcome(p, s) for p, s in zip(item.parts, sections, strict=True)]
     usage = message.usage_metadata
     return SystemRun(
         system="monolithic",
