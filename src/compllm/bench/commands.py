@@ -98,7 +98,7 @@ def run_command(args: argparse.Namespace, out: TextIO, err: TextIO, provider: Mo
     if args.step == "build":
         return _build(args, out)
     if args.step == "run":
-        _run(args, err, provider)
+        _run(args, provider)
     return _report(Path(args.folder if args.step == "report" else args.out), out, provider)
 
 
@@ -120,7 +120,7 @@ def _build(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _run(args: argparse.Namespace, err: TextIO, provider: ModelProvider) -> None:
+def _run(args: argparse.Namespace, provider: ModelProvider) -> None:
     items = read_suite(Path(args.suite))[: args.limit]
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     unknown = sorted(set(systems) - set(SYSTEMS))
