@@ -87,11 +87,11 @@ class ExpertRouter:
     def _cache_file(self) -> Path | None:
         if self.embedding_model is None:
             return None
-        # The class and its model name are in the key too: a test double registered under a
-        # real model's id must never leave vectors that the real model would then read.
+        # The class is in the key too: a test double registered under a real model's id must
+        # never leave vectors that the real model would then read. (Not the model's path: it
+        # changes with every virtual environment.)
         kind = type(self.embeddings)
-        model_name = getattr(self.embeddings, "model_name", "")
-        parts = [self.embedding_model, f"{kind.__module__}.{kind.__qualname__}", str(model_name)]
+        parts = [self.embedding_model, f"{kind.__module__}.{kind.__qualname__}"]
         key = "\0".join([*parts, self.registry.fingerprint()]).encode()
         return cache_dir() / "routing" / f"{hashlib.sha256(key).hexdigest()[:24]}.npy"
 
