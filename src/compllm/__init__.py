@@ -6,6 +6,7 @@ aggregator composes the final answer.
 """
 
 from compllm.api import CompLLM, CompLLMResult, RouteInfo
+from compllm.checkpoint import open_checkpointer
 from compllm.errors import CompLLMError, ModelLoadError, PromptError, QueryError, RegistryError
 from compllm.graph import build_graph, graph
 from compllm.models import EMBEDDED_CHAT_MODEL, EMBEDDED_EMBEDDINGS, ModelHub, ModelProvider
@@ -47,6 +48,7 @@ __all__ = [
     "default_registry",
     "graph",
     "load_registry",
+    "open_checkpointer",
 ]
 
 __version__ = "0.1.0"

@@ -7,23 +7,24 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import CompiledStateGraph
-from langgraph.types import RetryPolicy
+from langgraph.types import Command, RetryPolicy, StateSnapshot
 from pydantic import BaseModel, ConfigDict
 
-from compllm.errors import QueryError
+from compllm.errors import ConfigError, QueryError
 from compllm.graph import build_graph
 from compllm.models import ModelProvider, default_hub
 from compllm.plan import Plan, PlannerPath
 from compllm.pool import ExpertPool, parse_bytes
 from compllm.registry import Registry, load_registry
+from compllm.review import CANCELLED_ANSWER
 from compllm.state import Context, InputState, PlannerAttempt, State, SubAnswer
 
-__all__ = ["CompLLM", "CompLLMResult", "RouteInfo"]
+__all__ = ["CompLLM", "CompLLMResult", "RouteInfo", "RunStatus"]
 
 
 class RouteInfo(BaseModel):
@@ -38,13 +39,20 @@ class RouteInfo(BaseModel):
     scores: dict[str, float]
 
 
+RunStatus = Literal["done", "awaiting_review", "cancelled"]
+
+
 class CompLLMResult(BaseModel):
-    """Everything a run produced: the answer, the plan, the routes and each sub-answer."""
+    """Everything a run produced: the answer, the plan, the routes and each sub-answer.
+
+    A run paused for plan review (`Context.review_plan`) has `status="awaiting_review"`, no
+    answer yet, and in `review` what the reviewer is asked (see `CompLLM.resume`)."""
 
     model_config = ConfigDict(frozen=True)
 
     query: str
     answer: str
+    status: RunStatus = "done"
     plan: Plan
     planner_path: PlannerPath
     planner_attempts: list[PlannerAttempt]
@@ -52,14 +60,27 @@ class CompLLMResult(BaseModel):
     answers: list[SubAnswer]
     aggregation: str
     timings: dict[str, float]
+    thread_id: str | None = None
+    review: dict[str, Any] | None = None
 
     @classmethod
-    def from_state(cls, state: dict[str, Any], total_s: float) -> CompLLMResult:
+    def from_state(
+        cls,
+        state: dict[str, Any],
+        total_s: float,
+        *,
+        thread_id: str | None = None,
+        review: dict[str, Any] | None = None,
+    ) -> CompLLMResult:
         plan: Plan = state["plan"]
         answers = state.get("answers") or {}
+        status: RunStatus = "awaiting_review" if review is not None else "done"
+        if state.get("final_answer") == CANCELLED_ANSWER:
+            status = "cancelled"
         return cls(
             query=state["query"],
-            answer=state["final_answer"],
+            answer=state.get("final_answer", ""),
+            status=status,
             plan=plan,
             planner_path=state["planner_path"],
             planner_attempts=state.get("planner_attempts") or [],
@@ -76,6 +97,8 @@ class CompLLMResult(BaseModel):
             answers=[answers[s.id] for s in plan.subqueries if s.id in answers],
             aggregation=state.get("aggregation", "none"),
             timings={**(state.get("timings") or {}), "total": total_s},
+            thread_id=thread_id,
+            review=review,
         )
 
 
@@ -84,6 +107,10 @@ class CompLLM:
 
     >>> result = CompLLM.default().invoke("What is 12*7, and what are the symptoms of flu?")
     >>> result.answer, [(r.id, r.expert) for r in result.routes]
+
+    With a checkpointer, a run's `thread_id` names it: invoking again with the same thread
+    resumes a run that stopped (finished sub-queries are not recomputed) or returns the
+    finished result, and a run paused for plan review continues with `resume`.
     """
 
     def __init__(
@@ -101,7 +128,9 @@ class CompLLM:
         context: default run settings; keyword arguments of `invoke` override them.
         provider / pool: where models come from and the pool that runs them.
         memory_budget: bytes or a size like "6GB" for the weights loaded at once (a pool of
-        its own over `provider`, or over the default hub)."""
+        its own over `provider`, or over the default hub).
+        checkpointer: saves each step of each run (see `compllm.open_checkpointer`); needed
+        for plan review and for resuming a stopped run."""
         if isinstance(registry, str | Path):
             registry = load_registry(registry)
         self.registry = registry
@@ -124,9 +153,6 @@ class CompLLM:
         """The built-in experts on the embedded SmolLM2 and MiniLM models (offline)."""
         return cls()
 
-    def _config(self, thread_id: str | None) -> RunnableConfig:
-        return {"configurable": {"thread_id": thread_id or uuid.uuid4().hex}}
-
     def invoke(
         self,
         query: str,
@@ -137,13 +163,23 @@ class CompLLM:
     ) -> CompLLMResult:
         """Answer `query`. Keyword arguments override `Context` fields for this run; a given
         `plan` (validated, routed as usual) replaces the planner."""
-        started = time.perf_counter()
-        state = self.graph.invoke(
-            _input(query, plan),
-            config=self._config(thread_id),
-            context=replace(self.context, **context),
-        )
-        return CompLLMResult.from_state(state, time.perf_counter() - started)
+        result: CompLLMResult | None = None
+        for kind, payload in self.stream(query, plan=plan, thread_id=thread_id, **context):
+            if kind == "result":
+                result = payload
+        assert result is not None
+        return result
+
+    def resume(self, thread_id: str, decision: Any = "approve", **context: Any) -> CompLLMResult:
+        """Continue a run paused for plan review with the reviewer's decision: "approve",
+        {"plan": {...}} (an edited plan, validated and routed) or "cancel". An unusable
+        decision pauses the run again, with the error in `result.review["error"]`."""
+        result: CompLLMResult | None = None
+        for kind, payload in self.stream_resume(thread_id, decision, **context):
+            if kind == "result":
+                result = payload
+        assert result is not None
+        return result
 
     async def ainvoke(
         self,
@@ -155,12 +191,14 @@ class CompLLM:
     ) -> CompLLMResult:
         """`invoke` for async applications (the nodes run on the event loop's executor)."""
         started = time.perf_counter()
-        state = await self.graph.ainvoke(
-            _input(query, plan),
-            config=self._config(thread_id),
-            context=replace(self.context, **context),
-        )
-        return CompLLMResult.from_state(state, time.perf_counter() - started)
+        run_context = self._run_context(context)
+        thread_id = thread_id or uuid.uuid4().hex
+        config = _config(thread_id)
+        graph_input = self._input_for_thread(query, plan, config)
+        if isinstance(graph_input, CompLLMResult):
+            return graph_input
+        state = await self.graph.ainvoke(graph_input, config=config, context=run_context)
+        return self._result(config, state, time.perf_counter() - started)
 
     def stream(
         self,
@@ -171,24 +209,108 @@ class CompLLM:
         **context: Any,
     ) -> Iterator[tuple[str, Any]]:
         """Yield (kind, payload) while the run goes: ("update", {node: update}) for each
-        node that finishes, ("event", {...}) when a sub-query starts or ends, and finally
-        ("result", CompLLMResult)."""
+        node that finishes, ("event", {...}) when a sub-query starts or ends, ("review",
+        request) when the run pauses for plan review, and finally ("result", CompLLMResult)."""
+        run_context = self._run_context(context)
+        thread_id = thread_id or uuid.uuid4().hex
+        config = _config(thread_id)
+        graph_input = self._input_for_thread(query, plan, config)
+        if isinstance(graph_input, CompLLMResult):
+            yield "result", graph_input
+            return
+        yield from self._stream(graph_input, config, run_context)
+
+    def stream_resume(
+        self, thread_id: str, decision: Any = "approve", **context: Any
+    ) -> Iterator[tuple[str, Any]]:
+        """`resume`, streamed like `stream`."""
+        config = _config(thread_id)
+        snapshot = self._snapshot(config)
+        if snapshot is None or not snapshot.interrupts:
+            raise QueryError(f"thread {thread_id!r} has no run waiting for a plan review")
+        yield from self._stream(Command(resume=decision), config, self._run_context(context))
+
+    def result(self, thread_id: str) -> CompLLMResult | None:
+        """What a thread's run has produced so far (None when it has not planned yet)."""
+        snapshot = self._snapshot(_config(thread_id))
+        if snapshot is None or "plan" not in snapshot.values:
+            return None
+        review = snapshot.interrupts[0].value if snapshot.interrupts else None
+        return CompLLMResult.from_state(snapshot.values, 0.0, thread_id=thread_id, review=review)
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _run_context(self, overrides: dict[str, Any]) -> Context:
+        context = replace(self.context, **overrides)
+        if context.review_plan and self.graph.checkpointer is None:
+            raise ConfigError(
+                "plan review pauses the run, which needs a checkpointer: "
+                "CompLLM(checkpointer=...), e.g. compllm.open_checkpointer('memory')"
+            )
+        return context
+
+    def _snapshot(self, config: RunnableConfig) -> StateSnapshot | None:
+        if self.graph.checkpointer is None:
+            return None
+        snapshot = self.graph.get_state(config)
+        return snapshot if snapshot.created_at is not None else None
+
+    def _input_for_thread(
+        self, query: str, plan: Plan | None, config: RunnableConfig
+    ) -> InputState | CompLLMResult | None:
+        """The graph input for `query` on this thread: a fresh start, None to resume the
+        thread's stopped run, or the result it already has."""
+        graph_input = _input(query, plan)
+        snapshot = self._snapshot(config)
+        if snapshot is None:
+            return graph_input
+        thread_id = config["configurable"]["thread_id"]
+        if snapshot.values.get("query") != graph_input["query"]:
+            raise QueryError(
+                f"thread {thread_id!r} holds another query "
+                f"({snapshot.values.get('query')!r}); use a new thread id"
+            )
+        if snapshot.interrupts or not snapshot.next:
+            result = self.result(thread_id)
+            if result is not None:
+                return result
+        return None  # resume: LangGraph reruns only what had not finished
+
+    def _stream(
+        self, graph_input: Any, config: RunnableConfig, context: Context
+    ) -> Iterator[tuple[str, Any]]:
         started = time.perf_counter()
-        config = self._config(thread_id)
         state: dict[str, Any] = {}
         for mode, payload in self.graph.stream(
-            _input(query, plan),
+            graph_input,
             config=config,
-            context=replace(self.context, **context),
+            context=context,
             stream_mode=["updates", "custom", "values"],
         ):
             if mode == "values":
                 state = cast(dict[str, Any], payload)
             elif mode == "custom":
                 yield "event", payload
+            elif "__interrupt__" in (update := cast(dict[str, Any], payload)):
+                yield "review", update["__interrupt__"][0].value
             else:
-                yield "update", payload
-        yield "result", CompLLMResult.from_state(state, time.perf_counter() - started)
+                yield "update", update
+        yield "result", self._result(config, state, time.perf_counter() - started)
+
+    def _result(
+        self, config: RunnableConfig, state: dict[str, Any], total_s: float
+    ) -> CompLLMResult:
+        thread_id = config["configurable"]["thread_id"]
+        snapshot = self._snapshot(config)
+        if snapshot is not None:
+            state = snapshot.values
+        interrupts = snapshot.interrupts if snapshot is not None else ()
+        review = interrupts[0].value if interrupts else None
+        return CompLLMResult.from_state(state, total_s, thread_id=thread_id, review=review)
+
+
+def _config(thread_id: str) -> RunnableConfig:
+    return {"configurable": {"thread_id": thread_id}}
 
 
 def _input(query: str, plan: Plan | None) -> InputState:

@@ -1,9 +1,12 @@
 """The Comp-LLM graph. This module only wires; each node family lives in its own module.
 
-START -> plan -> route -+-> execute (dataflow: one task per sub-query) -------+-> aggregate -> END
-                        \\-> schedule -(Send per ready sub-query)-> wave_expert +  |
-                             ^---------------------------------------------/  |
-                             \\-(nothing left)--------------------------------/
+START -> plan -> route -> [review] -+-> execute -------------------------+-> aggregate -> END
+                                    \\-> schedule <-> wave_expert --------/
+
+- `review` runs only with `Context.review_plan`: it interrupts for a person's decision on the
+  plan, and a cancelled plan ends the run there.
+- `execute` is the dataflow executor (one task per sub-query, started when its own parents
+  are done); `schedule`/`wave_expert` the waves one (a `Send` per ready sub-query).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from compllm.models import ModelProvider
 from compllm.planner import make_plan_node
 from compllm.pool import ExpertPool
 from compllm.registry import Registry
+from compllm.review import make_review_node
 from compllm.router import make_route_node
 from compllm.services import Services
 from compllm.state import Context, InputState, State
@@ -33,8 +37,12 @@ __all__ = ["build_graph", "graph"]
 _RUN_THREADS = 64
 
 
-def _choose_executor(state: State, runtime: Runtime[Context]) -> Literal["execute", "schedule"]:
+def _after_route(
+    state: State, runtime: Runtime[Context]
+) -> Literal["review", "execute", "schedule"]:
     context = runtime.context or Context()
+    if context.review_plan:
+        return "review"
     return "schedule" if context.executor == "waves" else "execute"
 
 
@@ -60,6 +68,9 @@ def build_graph(
     builder = StateGraph(State, context_schema=Context, input_schema=InputState)
     builder.add_node("plan", make_plan_node(services))
     builder.add_node("route", make_route_node(services))
+    builder.add_node(
+        "review", make_review_node(services), destinations=("execute", "schedule", END)
+    )
     builder.add_node("execute", make_execute_node(services, retry))
     builder.add_node("schedule", schedule)
     builder.add_node(
@@ -71,7 +82,7 @@ def build_graph(
     builder.add_node("aggregate", make_aggregate_node(services))
     builder.add_edge(START, "plan")
     builder.add_edge("plan", "route")
-    builder.add_conditional_edges("route", _choose_executor, ["execute", "schedule"])
+    builder.add_conditional_edges("route", _after_route, ["review", "execute", "schedule"])
     builder.add_edge("execute", "aggregate")
     builder.add_conditional_edges("schedule", make_dispatch(services), ["wave_expert", "aggregate"])
     builder.add_edge("wave_expert", "schedule")

@@ -317,7 +317,7 @@ class ExpertPool:
                 )
             else:
                 messages = [model.invoke(list(batch[0].messages), **batch[0].settings)]
-        except Exception as exc:
+        except BaseException as exc:  # not only Exception: an unresolved future waits forever
             for request in batch:
                 request.future.set_exception(exc)
         else:

@@ -25,13 +25,14 @@ from langgraph.runtime import Runtime
 
 from compllm.errors import RegistryError
 from compllm.models import cache_dir
+from compllm.plan import Plan
 from compllm.registry import Registry
 from compllm.state import Context, NodeFunction, State
 
 if TYPE_CHECKING:
     from compllm.services import Services
 
-__all__ = ["ExpertRouter", "Route", "make_route_node"]
+__all__ = ["ExpertRouter", "Route", "make_route_node", "route_plan"]
 
 
 class Route(NamedTuple):
@@ -130,31 +131,36 @@ def _unit(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.where(norms == 0, 1.0, norms)
 
 
+def route_plan(plan: Plan, router: ExpertRouter, *, threshold: float | None = None) -> Plan:
+    """`plan` with `scores` on every sub-query, and `expert` on those that do not name one
+    yet (a given or edited plan may fix its experts, e.g. a gold routing)."""
+    unknown = [
+        f"{s.id} ({s.expert!r})"
+        for s in plan.subqueries
+        if s.expert and s.expert not in router.registry.names
+    ]
+    if unknown:
+        raise RegistryError(
+            f"{router.registry.source}: the plan assigns unknown experts to "
+            f"{', '.join(unknown)} (experts: {', '.join(router.registry.names)})"
+        )
+    routes = router.route([s.question for s in plan.subqueries], threshold=threshold)
+    return plan.with_routes(
+        {
+            s.id: Route(s.expert or route.expert, route.scores)
+            for s, route in zip(plan.subqueries, routes, strict=True)
+        }
+    )
+
+
 def make_route_node(services: Services) -> NodeFunction[State]:
-    """The router node: sets `scores` on every sub-query, and `expert` on those that do not
-    name one yet (a given plan may fix its experts, e.g. a gold routing)."""
+    """The router node: routes the plan (see `route_plan`)."""
 
     def route(state: State, *, runtime: Runtime[Context]) -> dict[str, Any]:
         context = runtime.context or Context()
         started = time.perf_counter()
-        plan = state["plan"]
-        router = services.router(context)
-        unknown = [
-            s.id for s in plan.subqueries if s.expert and s.expert not in router.registry.names
-        ]
-        if unknown:
-            raise RegistryError(
-                f"{router.registry.source}: the plan assigns unknown experts to "
-                f"{', '.join(unknown)} (experts: {', '.join(router.registry.names)})"
-            )
-        routes = router.route(
-            [s.question for s in plan.subqueries], threshold=context.routing_threshold
-        )
-        routed = plan.with_routes(
-            {
-                s.id: Route(s.expert or route.expert, route.scores)
-                for s, route in zip(plan.subqueries, routes, strict=True)
-            }
+        routed = route_plan(
+            state["plan"], services.router(context), threshold=context.routing_threshold
         )
         return {"plan": routed, "timings": {"route": time.perf_counter() - started}}
 

@@ -166,6 +166,13 @@ class Context:
     aggregator_max_new_tokens: int = field(
         default=256, metadata={"description": "Token budget of the final answer."}
     )
+    review_plan: bool = field(
+        default=False,
+        metadata={
+            "description": "Pause after routing so a person can approve, edit or cancel "
+            "the plan before any expert runs (needs a checkpointer; Studio has one)."
+        },
+    )
     executor: Literal["dataflow", "waves"] = field(
         default="dataflow",
         metadata={

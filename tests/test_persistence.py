@@ -1,0 +1,243 @@
+"""Checkpoints: a stopped run resumes on its thread without recomputing finished sub-queries;
+a finished thread returns its answer; plan review pauses a run for a person's decision."""
+
+import logging
+import threading
+
+import pytest
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.types import RetryPolicy
+
+from compllm import CompLLM, Context, Plan, QueryError, open_checkpointer
+from compllm.checkpoint import checkpoint_serializer, default_checkpoint_target
+from compllm.errors import ConfigError
+from compllm.review import CANCELLED_ANSWER, parse_decision
+from tests.fakes import Call, FakeProvider, ScriptedChatModel, make_provider, plan_json
+
+QUERY = "Multiply the numbers 12 and 7. What are the symptoms of flu? Is that product prime?"
+PLAN = plan_json(
+    ("q1", "Multiply the numbers 12 and 7.", []),
+    ("q2", "What are the symptoms of flu?", []),
+    ("q3", "Using arithmetic, is the product in q1 prime?", ["q1"]),
+)
+ANSWERS = {"prime": "No, 84 is not prime.", "Multiply": "84", "flu": "Fever and cough."}
+CONTEXT = Context(
+    planner_model="planner-model",
+    aggregator_model="aggregator-model",
+    embedding_model="fake",
+    max_parallel_experts=1,  # one at a time, so "finished before the crash" is exact
+)
+NO_RETRY = RetryPolicy(max_attempts=1)
+
+
+class Crash(BaseException):
+    """Stands for the process dying: not an expert failure the run could absorb."""
+
+
+def expert_that_crashes_on(word: str, crashed: threading.Event) -> ScriptedChatModel:
+    def respond(prompt: str, call: Call) -> str:
+        question = call.messages[-1].text
+        if word in question and not crashed.is_set():
+            crashed.set()
+            raise Crash
+        return next(v for k, v in ANSWERS.items() if k in question)
+
+    return ScriptedChatModel(respond=respond)
+
+
+def app(provider: FakeProvider, registry, checkpointer) -> CompLLM:
+    return CompLLM(
+        registry=registry,
+        context=CONTEXT,
+        provider=provider,
+        retry_policy=NO_RETRY,
+        checkpointer=checkpointer,
+    )
+
+
+def expert_questions(provider: FakeProvider) -> list[str]:
+    calls = provider.chat["expert-model"].calls
+    return [c.messages[-1].text.splitlines()[-1].removeprefix("Question: ") for c in calls]
+
+
+def test_a_crashed_run_resumes_from_sqlite_without_recomputing_finished_subqueries(
+    registry, tmp_path
+):
+    database = tmp_path / "runs.sqlite"
+    crashed = threading.Event()
+    first = make_provider(planner=PLAN, aggregate="84; fever and cough; not prime.")
+    first.chat["expert-model"] = expert_that_crashes_on("prime", crashed)
+    with open_checkpointer(database) as saver, pytest.raises(Crash):
+        app(first, registry, saver).invoke(QUERY, thread_id="t1")
+    assert sorted(expert_questions(first)) == [
+        "Multiply the numbers 12 and 7.",
+        "Using arithmetic, is the product in q1 prime?",  # crashed in the middle of this one
+        "What are the symptoms of flu?",
+    ]
+
+    # A new process: new models, the same database and thread.
+    second = make_provider(
+        planner=PLAN, expert_answers=ANSWERS, aggregate="84; fever and cough; not prime."
+    )
+    with open_checkpointer(database) as saver:
+        result = app(second, registry, saver).invoke(QUERY, thread_id="t1")
+    assert expert_questions(second) == ["Using arithmetic, is the product in q1 prime?"]
+    assert not second.chat["planner-model"].calls  # the plan came from the checkpoint
+    assert [(a.id, a.answer) for a in result.answers] == [
+        ("q1", "84"),
+        ("q2", "Fever and cough."),
+        ("q3", "No, 84 is not prime."),
+    ]
+    assert result.answer == "84; fever and cough; not prime."
+    assert result.status == "done" and result.thread_id == "t1"
+
+    # Asking again on a finished thread returns its answer and calls no model.
+    third = make_provider(planner=PLAN, expert_answers=ANSWERS)
+    with open_checkpointer(database) as saver:
+        again = app(third, registry, saver).invoke(QUERY, thread_id="t1")
+        with pytest.raises(QueryError, match="holds another query"):
+            app(third, registry, saver).invoke("Something else?", thread_id="t1")
+    assert again.answer == result.answer
+    assert not any(model.calls for model in third.chat.values())
+
+
+def test_checkpointed_state_restores_without_unregistered_type_warnings(
+    registry, tmp_path, caplog
+):
+    provider = make_provider(planner=PLAN, expert_answers=ANSWERS)
+    with caplog.at_level(logging.WARNING), open_checkpointer(tmp_path / "c.sqlite") as saver:
+        app(provider, registry, saver).invoke(QUERY, thread_id="t")
+        restored = app(provider, registry, saver).result("t")
+    assert restored is not None and isinstance(restored.plan, Plan)
+    assert not [r for r in caplog.records if "unregistered type" in r.getMessage()]
+
+
+def test_checkpoint_targets_name_their_backend(tmp_path, monkeypatch):
+    with open_checkpointer("memory") as saver:
+        assert type(saver).__name__ == "InMemorySaver"
+    with open_checkpointer(f"sqlite:///{tmp_path}/a/b.sqlite") as saver:
+        assert type(saver).__name__ == "SqliteSaver"
+    assert (tmp_path / "a" / "b.sqlite").exists()
+    monkeypatch.setenv("COMPLLM_CHECKPOINT", str(tmp_path / "env.sqlite"))
+    assert default_checkpoint_target() == str(tmp_path / "env.sqlite")
+    monkeypatch.setitem(__import__("sys").modules, "langgraph.checkpoint.postgres", None)
+    with pytest.raises(ConfigError, match=r"comp-llm\[postgres\]"):  # noqa: SIM117
+        with open_checkpointer("postgresql://user@localhost/db"):
+            pass
+
+
+# -- plan review (human in the loop) ------------------------------------------------------
+
+
+def reviewing_app(registry, provider: FakeProvider) -> CompLLM:
+    return app(provider, registry, InMemorySaver(serde=checkpoint_serializer()))
+
+
+def test_review_pauses_after_routing_and_approval_runs_the_plan(registry):
+    provider = make_provider(planner=PLAN, expert_answers=ANSWERS, aggregate="done")
+    pipeline = reviewing_app(registry, provider)
+    paused = pipeline.invoke(QUERY, thread_id="r1", review_plan=True)
+    assert paused.status == "awaiting_review" and paused.answer == ""
+    assert paused.review is not None
+    assert [s["id"] for s in paused.review["plan"]["subqueries"]] == ["q1", "q2", "q3"]
+    assert [r.expert for r in paused.routes][:2] == ["math", "medicine"]
+    assert [s["expert"] for s in paused.review["plan"]["subqueries"]] == [
+        r.expert for r in paused.routes
+    ]
+    assert paused.review["experts"] == ["math", "medicine", "law", "general"]
+    assert not provider.chat["expert-model"].calls  # nothing ran before the decision
+    # Invoking the paused thread again does not run it either.
+    assert pipeline.invoke(QUERY, thread_id="r1", review_plan=True).status == "awaiting_review"
+
+    done = pipeline.resume("r1", "approve", review_plan=True)
+    assert done.status == "done" and "84" in done.answer
+    assert len(provider.chat["expert-model"].calls) == 3
+
+
+def test_an_edited_plan_is_validated_routed_and_run(registry):
+    provider = make_provider(planner=PLAN, expert_answers=ANSWERS, aggregate="done")
+    pipeline = reviewing_app(registry, provider)
+    paused = pipeline.invoke(QUERY, thread_id="r2", review_plan=True)
+    edited = paused.review["plan"]
+    # Drop q3, and send q2 to the generalist by hand.
+    edited["subqueries"] = edited["subqueries"][:2]
+    edited["subqueries"][1]["expert"] = "general"
+    edited["subqueries"][0]["expert"] = None  # routed again by similarity
+    done = pipeline.resume("r2", {"plan": edited}, review_plan=True)
+    assert [(r.id, r.expert) for r in done.routes] == [("q1", "math"), ("q2", "general")]
+    assert set(done.routes[0].scores) == {"math", "medicine", "law", "general"}
+    assert sorted(expert_questions(provider)) == [
+        "Multiply the numbers 12 and 7.",
+        "What are the symptoms of flu?",
+    ]
+
+
+def test_an_unusable_edit_asks_again_with_the_error(registry):
+    provider = make_provider(planner=PLAN, expert_answers=ANSWERS, aggregate="done")
+    pipeline = reviewing_app(registry, provider)
+    pipeline.invoke(QUERY, thread_id="r3", review_plan=True)
+    cycle = {
+        "subqueries": [
+            {"id": "a", "question": "first?", "depends_on": ["b"]},
+            {"id": "b", "question": "second?", "depends_on": ["a"]},
+        ]
+    }
+    again = pipeline.resume("r3", {"plan": cycle}, review_plan=True)
+    assert again.status == "awaiting_review" and "cycle" in again.review["error"]
+    unknown = pipeline.resume(
+        "r3",
+        {"plan": {"subqueries": [{"id": "a", "question": "x?", "expert": "astrology"}]}},
+        review_plan=True,
+    )
+    assert "astrology" in unknown.review["error"]
+    assert not provider.chat["expert-model"].calls
+    done = pipeline.resume("r3", "approve", review_plan=True)
+    assert done.status == "done" and len(done.answers) == 3
+
+
+def test_a_cancelled_plan_ends_the_run_without_calling_experts(registry):
+    provider = make_provider(planner=PLAN, expert_answers=ANSWERS)
+    pipeline = reviewing_app(registry, provider)
+    pipeline.invoke(QUERY, thread_id="r4", review_plan=True)
+    cancelled = pipeline.resume("r4", "cancel", review_plan=True)
+    assert cancelled.status == "cancelled" and cancelled.answer == CANCELLED_ANSWER
+    assert not provider.chat["expert-model"].calls
+    assert not provider.chat["aggregator-model"].calls
+
+
+def test_review_needs_a_checkpointer(registry):
+    pipeline = app(make_provider(planner=PLAN), registry, None)
+    with pytest.raises(ConfigError, match="checkpointer"):
+        pipeline.invoke(QUERY, review_plan=True)
+
+
+@pytest.mark.parametrize(
+    ("decision", "action"),
+    [
+        (None, "approve"),
+        ("approve", "approve"),
+        ({"action": "approve"}, "approve"),
+        ("Cancel", "cancel"),
+        ({"action": "cancel"}, "cancel"),
+        ({"subqueries": [{"id": "q1", "question": "Why?"}]}, "edit"),
+        ({"action": "edit", "plan": {"subqueries": [{"id": "q1", "question": "Why?"}]}}, "edit"),
+    ],
+)
+def test_review_decisions_people_write_are_understood(decision, action):
+    assert parse_decision(decision, max_subqueries=4)[0] == action
+
+
+@pytest.mark.parametrize(
+    ("decision", "message"),
+    [
+        (42, "cannot use the review decision"),
+        ({"plan": {"subqueries": []}}, "non-empty"),
+        ({"plan": {"subqueries": [{"id": "q1", "question": " "}]}}, "question"),
+        ({"plan": {"subqueries": [{"id": f"q{i}", "question": "?"} for i in range(5)]}}, "5"),
+    ],
+)
+def test_unusable_review_decisions_say_why(decision, message):
+    from compllm import PlanError
+
+    with pytest.raises(PlanError, match=message):
+        parse_decision(decision, max_subqueries=4)
