@@ -2,6 +2,7 @@
 
 import io
 import json
+import sys
 
 import pytest
 
@@ -138,3 +139,99 @@ def test_a_memory_budget_that_is_not_a_size_is_refused(capsys):
         main(["ask", "hi", "--memory-budget", "lots"])
     assert exit_info.value.code == 2
     assert "not a memory size: 'lots'" in capsys.readouterr().err
+
+
+# -- plan review, threads and traces --------------------------------------------------------
+
+
+def run_with_input(*argv, stdin="", provider=None):
+    out, err = io.StringIO(), io.StringIO()
+    code = main(list(argv), out=out, err=err, in_=io.StringIO(stdin), provider=provider)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_review_shows_the_plan_and_runs_it_when_approved(registry_file):
+    models = provider()
+    code, out, err = run_with_input(
+        "ask", QUERY, "--review", *fake_args(registry_file), stdin="y\n", provider=models
+    )
+    assert code == 0, err
+    assert "Review the plan before it runs:" in err and "└── q3 [law " in err
+    assert "Run it? [Y]es / [n]o, cancel / [e]dit in $EDITOR:" in err
+    assert "Final answer (llm):\n12*7 = 84" in out
+    assert len(models.chat["expert-model"].calls) == 3
+
+
+def test_review_cancel_calls_no_expert(registry_file):
+    models = provider()
+    code, out, _ = run_with_input(
+        "ask", QUERY, "--review", *fake_args(registry_file), stdin="n\n", provider=models
+    )
+    assert code == 0
+    assert "Final answer (none):\nThe plan was cancelled" in out
+    assert not models.chat["expert-model"].calls
+
+
+def test_review_edit_opens_the_editor_on_the_plan_json(registry_file, tmp_path, monkeypatch):
+    # The "editor" is a script that keeps only the felony question.
+    editor = tmp_path / "editor.py"
+    editor.write_text(
+        "import json, sys\n"
+        "plan = json.load(open(sys.argv[1]))\n"
+        "plan['subqueries'] = [s for s in plan['subqueries'] if 'felony' in s['question']]\n"
+        "json.dump(plan, open(sys.argv[1], 'w'))\n"
+    )
+    monkeypatch.setenv("EDITOR", f"{sys.executable} {editor}")
+    models = provider()
+    code, out, err = run_with_input(
+        "ask", QUERY, "--review", "--json", *fake_args(registry_file), stdin="e\n", provider=models
+    )
+    assert code == 0, err
+    result = json.loads(out)
+    assert [a["question"] for a in result["answers"]] == ["What is a felony?"]
+    assert [c.messages[-1].text for c in models.chat["expert-model"].calls] == ["What is a felony?"]
+
+
+def test_review_without_an_answer_leaves_the_run_paused_on_its_thread(registry_file, tmp_path):
+    database = tmp_path / "runs.sqlite"
+    common = [*fake_args(registry_file), "--checkpoint", str(database), "--thread", "t7"]
+    code, _, err = run_with_input("ask", QUERY, "--review", *common, stdin="", provider=provider())
+    assert code == 1 and "the run stays paused on thread t7" in err
+    models = provider()
+    code, out, err = run_with_input("ask", QUERY, *common, stdin="y\n", provider=models)
+    assert code == 0, err
+    assert "Final answer (llm):" in out and "(thread t7)" in out
+    assert not models.chat["planner-model"].calls  # planned in the first process
+
+
+def test_thread_returns_a_finished_answer_without_running_again(registry_file, tmp_path):
+    common = [*fake_args(registry_file), "--checkpoint", str(tmp_path / "c.sqlite")]
+    code, first, _ = run("ask", QUERY, *common, "--thread", "t1", provider=provider())
+    assert code == 0
+    models = provider()
+    code, again, _ = run("ask", QUERY, *common, "--thread", "t1", provider=models)
+    assert code == 0
+    assert again.split("Final answer")[1].split("(planner")[0] in first
+    assert not any(m.calls for m in models.chat.values())
+    code, _, err = run("ask", "Another question?", *common, "--thread", "t1", provider=models)
+    assert code == 2 and "holds another query" in err
+
+
+def test_trace_writes_the_result_the_plan_and_the_timeline(registry_file, tmp_path):
+    trace = tmp_path / "trace"
+    code, _, err = run(
+        "ask", QUERY, *fake_args(registry_file), "--trace", str(trace), provider=provider()
+    )
+    assert code == 0, err
+    assert sorted(p.name for p in trace.iterdir()) == [
+        "plan.mmd",
+        "plan.png",
+        "plan.svg",
+        "result.json",
+        "timeline.png",
+        "timeline.svg",
+    ]
+    assert json.loads((trace / "result.json").read_text())["answer"].startswith("12*7 = 84")
+    assert "n_q1 --> n_q2" in (trace / "plan.mmd").read_text()
+    assert (trace / "plan.png").read_bytes()[:4] == b"\x89PNG"
+    assert "<svg" in (trace / "timeline.svg").read_text()

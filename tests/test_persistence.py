@@ -101,9 +101,7 @@ def test_a_crashed_run_resumes_from_sqlite_without_recomputing_finished_subqueri
     assert not any(model.calls for model in third.chat.values())
 
 
-def test_checkpointed_state_restores_without_unregistered_type_warnings(
-    registry, tmp_path, caplog
-):
+def test_checkpointed_state_restores_without_unregistered_type_warnings(registry, tmp_path, caplog):
     provider = make_provider(planner=PLAN, expert_answers=ANSWERS)
     with caplog.at_level(logging.WARNING), open_checkpointer(tmp_path / "c.sqlite") as saver:
         app(provider, registry, saver).invoke(QUERY, thread_id="t")

@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import shlex
+import subprocess
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
 from typing import Any, TextIO
 
 from compllm import __version__
 from compllm.api import CompLLM, CompLLMResult
 from compllm.bench import commands as bench_commands
+from compllm.checkpoint import open_checkpointer
 from compllm.errors import CompLLMError
 from compllm.models import ModelProvider, default_hub
 from compllm.plan import Plan, PlanError
 from compllm.pool import parse_bytes
 from compllm.state import Context
+from compllm.visualize import require_matplotlib, write_trace
 
 __all__ = ["main", "render_plan_tree"]
 
@@ -74,6 +83,29 @@ def _parser() -> argparse.ArgumentParser:
         help="most model weights loaded at once, e.g. 6GB (default: $COMPLLM_MEMORY_BUDGET)",
     )
     ask.add_argument("--timeout", type=float, help="seconds per expert call before a retry")
+    ask.add_argument(
+        "--thread",
+        metavar="ID",
+        help="save the run under this id; with an id used before, resume that run (finished "
+        "sub-queries are not recomputed) or print its answer",
+    )
+    ask.add_argument(
+        "--checkpoint",
+        metavar="TARGET",
+        help="where runs are saved: a SQLite file (default with --thread: "
+        "$COMPLLM_CHECKPOINT or ~/.local/state/compllm/checkpoints.sqlite), "
+        "postgresql://... or memory",
+    )
+    ask.add_argument(
+        "--review",
+        action="store_true",
+        help="show the routed plan and ask before running it: approve, edit or cancel",
+    )
+    ask.add_argument(
+        "--trace",
+        metavar="DIR",
+        help="write result.json, plan.mmd, plan.png/.svg and timeline.png/.svg into DIR",
+    )
     bench_commands.add_commands(commands)
     return parser
 
@@ -96,27 +128,77 @@ def _context(args: argparse.Namespace) -> Context:
         "max_parallel_experts": args.max_concurrency,
         "executor": args.executor,
         "max_batch_size": args.max_batch,
+        "review_plan": args.review or None,
     }
     return Context(**{k: v for k, v in overrides.items() if v is not None})
 
 
-def _ask(args: argparse.Namespace, out: TextIO, err: TextIO, provider: ModelProvider | None) -> int:
+def _ask(
+    args: argparse.Namespace,
+    streams: tuple[TextIO, TextIO, TextIO],
+    provider: ModelProvider | None,
+) -> int:
+    in_, out, err = streams
     if not args.query.strip():
         raise CompLLMError("the query is empty")
-    app = CompLLM(
-        registry=args.experts,
-        context=_context(args),
-        provider=provider or _hub(err),
-        memory_budget=args.memory_budget,
+    if args.trace:
+        require_matplotlib()  # before the run, not after it
+    with _checkpointer(args) as saver:
+        app = CompLLM(
+            registry=args.experts,
+            context=_context(args),
+            provider=provider or _hub(err),
+            memory_budget=args.memory_budget,
+            checkpointer=saver,
+        )
+        result = _show_run(app.stream(args.query, thread_id=args.thread), args, out)
+        while result.status == "awaiting_review":
+            assert result.review is not None
+            assert result.thread_id is not None
+            decision = _review_decision(result.review, in_, err)
+            if decision is None:
+                print(
+                    f"compllm: no decision; the run stays paused on thread {result.thread_id}",
+                    file=err,
+                )
+                return 1
+            result = _show_run(app.stream_resume(result.thread_id, decision), args, out)
+    if args.trace:
+        for path in write_trace(result, args.trace):
+            print(f"· wrote {path}", file=err)
+    if args.json:
+        print(result.model_dump_json(indent=2), file=out)
+        return 0
+    print(f"\nFinal answer ({result.aggregation}):", file=out)
+    print(result.answer, file=out)
+    timings = ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items() if k != "total")
+    print(
+        f"\n(planner: {result.planner_path}; total {result.timings['total']:.1f} s: {timings})",
+        file=out,
     )
+    if saver is not None:
+        print(f"(thread {result.thread_id})", file=out)
+    return 0
+
+
+def _checkpointer(args: argparse.Namespace) -> AbstractContextManager[Any]:
+    if args.checkpoint or args.thread:
+        return open_checkpointer(args.checkpoint)
+    if args.review:  # the pause needs one, but nothing outlives this process
+        return open_checkpointer("memory")
+    return nullcontext(None)
+
+
+def _show_run(events: Iterator[tuple[str, Any]], args: argparse.Namespace, out: TextIO) -> Any:
+    """Print a run's plan and answers as they come; returns its `CompLLMResult`."""
     result: CompLLMResult | None = None
-    for kind, payload in app.stream(args.query):
+    for kind, payload in events:
         if kind == "result":
             result = payload
         elif args.json:
             continue
-        elif kind == "update" and "route" in payload:
-            plan: Plan = payload["route"]["plan"]
+        elif kind == "update" and "plan" in (update := _node_update(payload, "route", "review")):
+            plan: Plan = update["plan"]
             print(f"Plan ({len(plan)} sub-queries):", file=out)
             print("\n".join(render_plan_tree(plan)), file=out, flush=True)
             print(file=out)
@@ -129,17 +211,55 @@ def _ask(args: argparse.Namespace, out: TextIO, err: TextIO, provider: ModelProv
             body = payload["answer"] if payload["status"] == "ok" else payload["error"]
             print(_indent(body), file=out, flush=True)
     assert result is not None
-    if args.json:
-        print(result.model_dump_json(indent=2), file=out)
-        return 0
-    print(f"\nFinal answer ({result.aggregation}):", file=out)
-    print(result.answer, file=out)
-    timings = ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items() if k != "total")
-    print(
-        f"\n(planner: {result.planner_path}; total {result.timings['total']:.1f} s: {timings})",
-        file=out,
-    )
-    return 0
+    return result
+
+
+def _node_update(payload: dict[str, Any], *nodes: str) -> dict[str, Any]:
+    for node in nodes:
+        if isinstance(payload.get(node), dict):
+            return dict(payload[node])
+    return {}
+
+
+def _review_decision(request: dict[str, Any], in_: TextIO, err: TextIO) -> Any:
+    """Ask on the terminal what to do with a paused plan; None when stdin has no answer."""
+    plan = Plan.model_validate(request["plan"])
+    print("Review the plan before it runs:", file=err)
+    print("\n".join(render_plan_tree(plan)), file=err)
+    if request.get("error"):
+        print(f"The last edit could not be used: {request['error']}", file=err)
+    while True:
+        print("Run it? [Y]es / [n]o, cancel / [e]dit in $EDITOR: ", end="", file=err, flush=True)
+        line = in_.readline()
+        if not line:
+            return None
+        answer = line.strip().lower()
+        if answer in ("", "y", "yes"):
+            return "approve"
+        if answer in ("n", "no", "cancel"):
+            return "cancel"
+        if answer in ("e", "edit"):
+            edited = _edit_json(request["plan"], err)
+            if edited is not None:
+                return {"plan": edited}
+
+
+def _edit_json(data: Any, err: TextIO) -> Any:
+    editor = os.environ.get("VISUAL") or os.environ.get("EDITOR")
+    if not editor:
+        print("Set $EDITOR (or $VISUAL) to edit the plan.", file=err)
+        return None
+    with tempfile.NamedTemporaryFile("w+", suffix=".json", delete=False) as handle:
+        json.dump(data, handle, indent=2)
+    path = Path(handle.name)
+    try:
+        subprocess.run([*shlex.split(editor), str(path)], check=True)
+        return json.loads(path.read_text())
+    except (subprocess.CalledProcessError, OSError, json.JSONDecodeError) as exc:
+        print(f"Could not read the edited plan: {exc}", file=err)
+        return None
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def _hub(err: TextIO) -> ModelProvider:
@@ -158,14 +278,15 @@ def main(
     *,
     out: TextIO | None = None,
     err: TextIO | None = None,
+    in_: TextIO | None = None,
     provider: ModelProvider | None = None,
 ) -> int:
     """Run the CLI; returns the exit status. `provider` replaces the real models (tests)."""
-    out, err = out or sys.stdout, err or sys.stderr
+    in_, out, err = in_ or sys.stdin, out or sys.stdout, err or sys.stderr
     args = _parser().parse_args(argv)
     try:
         if args.command == "ask":
-            return _ask(args, out, err, provider)
+            return _ask(args, (in_, out, err), provider)
         return bench_commands.run_command(args, out, err, provider or _hub(err))
     except (CompLLMError, PlanError) as exc:
         print(f"compllm: error: {exc}", file=err)
