@@ -6,7 +6,7 @@ QUERY ?= What is the derivative of x^3 + 2x, and what are the common symptoms of
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo test lint fast-test bench clean
+.PHONY: setup demo studio test lint fast-test bench clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -21,6 +21,13 @@ setup: $(STAMP)
 
 demo: setup
 	$(BIN)/compllm ask "$(QUERY)"
+
+# The LangGraph server for Studio (and the SDK), offline, no tracing: open the printed
+# Studio URL, or drive it from langgraph-sdk at http://127.0.0.1:$(PORT).
+PORT ?= 2024
+studio: setup
+	LANGSMITH_TRACING=false LANGGRAPH_CLI_NO_ANALYTICS=1 \
+		$(BIN)/langgraph dev --no-browser --host 127.0.0.1 --port $(PORT)
 
 lint: setup
 	$(BIN)/ruff check src tests graphs benchmarks

@@ -272,7 +272,9 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-_DEFAULT_HUB: ModelHub | None = None
+# Kept across `importlib.reload` of this module (development servers reload code): a new
+# hub would load every model a second time.
+_DEFAULT_HUB: ModelHub | None = globals().get("_DEFAULT_HUB")
 
 
 def default_hub() -> ModelHub:

@@ -95,8 +95,9 @@ class Services:
         return sum(known) / len(known) if known else 1.0
 
 
-_DEFAULT_POOL: ExpertPool | None = None
-_DEFAULT_POOL_LOCK = threading.Lock()
+# Kept across `importlib.reload` of this module, like the default hub.
+_DEFAULT_POOL: ExpertPool | None = globals().get("_DEFAULT_POOL")
+_DEFAULT_POOL_LOCK: threading.Lock = globals().get("_DEFAULT_POOL_LOCK") or threading.Lock()
 
 
 def default_pool() -> ExpertPool:

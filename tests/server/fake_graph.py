@@ -1,0 +1,29 @@
+"""The Comp-LLM graph on fake models, served by `langgraph dev` in the server tests.
+
+Loaded by path by the LangGraph server, so it puts the repository on `sys.path` itself.
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from compllm import build_graph
+from tests.fakes import make_provider, make_test_registry, plan_json
+
+PLAN = plan_json(
+    ("q1", "Multiply two numbers, 12 and 7.", []),
+    ("q2", "What are the symptoms of diabetes?", []),
+    ("q3", "Is the product of the two numbers prime?", ["q1"]),
+)
+
+graph = build_graph(
+    provider=make_provider(
+        planner=PLAN,
+        expert_answers={"prime": "84 is not prime.", "Multiply": "84", "diabetes": "Thirst."},
+        aggregate="12*7 = 84, not prime; diabetes causes thirst.",
+        expert_delay_s=0.2,
+    ),
+    registry=make_test_registry(),
+    name="compllm-fake",
+)
