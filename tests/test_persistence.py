@@ -3,6 +3,8 @@ a finished thread returns its answer; plan review pauses a run for a person's de
 
 import logging
 import threading
+import time
+from collections.abc import Iterator
 
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
@@ -13,6 +15,7 @@ from compllm.checkpoint import checkpoint_serializer, default_checkpoint_target
 from compllm.errors import ConfigError
 from compllm.review import CANCELLED_ANSWER, parse_decision
 from tests.fakes import Call, FakeProvider, ScriptedChatModel, make_provider, plan_json
+from tests.postgres import postgres_available, postgres_server
 
 QUERY = "Multiply the numbers 12 and 7. What are the symptoms of flu? Is that product prime?"
 PLAN = plan_json(
@@ -60,15 +63,31 @@ def expert_questions(provider: FakeProvider) -> list[str]:
     return [c.messages[-1].text.splitlines()[-1].removeprefix("Question: ") for c in calls]
 
 
-def test_a_crashed_run_resumes_from_sqlite_without_recomputing_finished_subqueries(
-    registry, tmp_path
-):
-    database = tmp_path / "runs.sqlite"
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    reason = postgres_available()
+    if reason is not None:
+        pytest.skip(reason)
+    pytest.importorskip("langgraph.checkpoint.postgres")
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database(request, tmp_path) -> str:
+    """Where runs are saved: a SQLite file, or a real PostgreSQL server on loopback."""
+    if request.param == "sqlite":
+        return str(tmp_path / "runs.sqlite")
+    return request.getfixturevalue("postgres_url")
+
+
+def test_a_crashed_run_resumes_without_recomputing_finished_subqueries(registry, database, request):
+    thread = f"t-{request.node.callspec.id}-{time.time_ns()}"
     crashed = threading.Event()
     first = make_provider(planner=PLAN, aggregate="84; fever and cough; not prime.")
     first.chat["expert-model"] = expert_that_crashes_on("prime", crashed)
     with open_checkpointer(database) as saver, pytest.raises(Crash):
-        app(first, registry, saver).invoke(QUERY, thread_id="t1")
+        app(first, registry, saver).invoke(QUERY, thread_id=thread)
     assert sorted(expert_questions(first)) == [
         "Multiply the numbers 12 and 7.",
         "Using arithmetic, is the product in q1 prime?",  # crashed in the middle of this one
@@ -80,7 +99,7 @@ def test_a_crashed_run_resumes_from_sqlite_without_recomputing_finished_subqueri
         planner=PLAN, expert_answers=ANSWERS, aggregate="84; fever and cough; not prime."
     )
     with open_checkpointer(database) as saver:
-        result = app(second, registry, saver).invoke(QUERY, thread_id="t1")
+        result = app(second, registry, saver).invoke(QUERY, thread_id=thread)
     assert expert_questions(second) == ["Using arithmetic, is the product in q1 prime?"]
     assert not second.chat["planner-model"].calls  # the plan came from the checkpoint
     assert [(a.id, a.answer) for a in result.answers] == [
@@ -89,14 +108,14 @@ def test_a_crashed_run_resumes_from_sqlite_without_recomputing_finished_subqueri
         ("q3", "No, 84 is not prime."),
     ]
     assert result.answer == "84; fever and cough; not prime."
-    assert result.status == "done" and result.thread_id == "t1"
+    assert result.status == "done" and result.thread_id == thread
 
     # Asking again on a finished thread returns its answer and calls no model.
     third = make_provider(planner=PLAN, expert_answers=ANSWERS)
     with open_checkpointer(database) as saver:
-        again = app(third, registry, saver).invoke(QUERY, thread_id="t1")
+        again = app(third, registry, saver).invoke(QUERY, thread_id=thread)
         with pytest.raises(QueryError, match="holds another query"):
-            app(third, registry, saver).invoke("Something else?", thread_id="t1")
+            app(third, registry, saver).invoke("Something else?", thread_id=thread)
     assert again.answer == result.answer
     assert not any(model.calls for model in third.chat.values())
 

@@ -120,8 +120,7 @@ def fake_server(tmp_path_factory) -> Iterator[str]:
 def test_the_server_streams_a_run_with_one_event_pair_per_subquery(fake_server):
     async def scenario() -> None:
         client = langgraph_sdk.get_client(url=fake_server)
-        assistants = await client.assistants.search(graph_id="compllm")
-        assert len(assistants) == 1
+        assert len(await client.assistants.search(graph_id="compllm")) == 1
         thread = await client.threads.create()
         parts = await stream_run(
             client, thread["thread_id"], input={"query": QUERY}, context=FAKE_CONTEXT
@@ -165,6 +164,24 @@ def test_studio_shows_the_context_fields_with_their_descriptions(fake_server):
         )
         assert "approve, edit or cancel" in fields["review_plan"]["description"]
         assert schemas["input_schema"]["required"] == ["query"]
+
+    asyncio.run(scenario())
+
+
+def test_the_monolithic_baseline_is_served_next_to_compllm(fake_server):
+    async def scenario() -> None:
+        client = langgraph_sdk.get_client(url=fake_server)
+        graphs = {a["graph_id"] for a in await client.assistants.search()}
+        assert graphs == {"compllm", "monolithic"}
+        thread = await client.threads.create()
+        final = await client.runs.wait(
+            thread["thread_id"],
+            "monolithic",
+            input={"query": QUERY},
+            context={"model": "aggregator-model", "max_new_tokens": 64},
+        )
+        assert final["final_answer"] == "12*7 = 84, not prime; diabetes causes thirst."
+        assert final["latency_s"] >= 0
 
     asyncio.run(scenario())
 
@@ -222,6 +239,11 @@ def test_the_repository_langgraph_json_serves_the_embedded_models(tmp_path):
         final = await client.threads.get_state(thread["thread_id"])
         assert final["values"]["final_answer"].strip()
         assert final["values"]["aggregation"] == "passthrough"
+
+        baseline = await client.runs.wait(
+            None, "monolithic", input={"query": query}, context={"max_new_tokens": 16}
+        )
+        assert baseline["final_answer"].strip() and baseline["output_tokens"] <= 16
 
     with langgraph_dev(ROOT / "langgraph.json", tmp_path / "dev.log") as url:
         asyncio.run(scenario(url))

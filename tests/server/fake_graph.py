@@ -9,6 +9,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from compllm import build_graph
+from compllm.baselines import build_monolithic_graph
 from tests.fakes import make_provider, make_test_registry, plan_json
 
 PLAN = plan_json(
@@ -17,13 +18,11 @@ PLAN = plan_json(
     ("q3", "Is the product of the two numbers prime?", ["q1"]),
 )
 
-graph = build_graph(
-    provider=make_provider(
-        planner=PLAN,
-        expert_answers={"prime": "84 is not prime.", "Multiply": "84", "diabetes": "Thirst."},
-        aggregate="12*7 = 84, not prime; diabetes causes thirst.",
-        expert_delay_s=0.2,
-    ),
-    registry=make_test_registry(),
-    name="compllm-fake",
+provider = make_provider(
+    planner=PLAN,
+    expert_answers={"prime": "84 is not prime.", "Multiply": "84", "diabetes": "Thirst."},
+    aggregate="12*7 = 84, not prime; diabetes causes thirst.",
+    expert_delay_s=0.2,
 )
+graph = build_graph(provider=provider, registry=make_test_registry(), name="compllm-fake")
+monolithic = build_monolithic_graph(provider=provider)

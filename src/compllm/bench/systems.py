@@ -23,6 +23,7 @@ from langchain_core.messages import HumanMessage, SystemMessage
 from pydantic import BaseModel, ConfigDict
 
 from compllm.api import CompLLM, CompLLMResult
+from compllm.baselines import MONOLITHIC_SYSTEM_PROMPT
 from compllm.bench.extract import extract_choice, extract_number
 from compllm.bench.suite import CompositeItem, Part
 from compllm.plan import Plan
@@ -32,12 +33,6 @@ __all__ = ["SYSTEMS", "PartOutcome", "SystemRun", "match_parts", "run_system", "
 
 SystemName = Literal["monolithic", "sequential", "comp-llm", "oracle-plan"]
 SYSTEMS: tuple[SystemName, ...] = ("monolithic", "comp-llm", "sequential", "oracle-plan")
-
-_MONOLITHIC_SYSTEM = (
-    "Answer every numbered part of the user's request in order. For each part write one line "
-    "'Part N: ' followed by the answer: the option letter for multiple-choice questions, the "
-    "number for calculations."
-)
 
 
 class PartOutcome(BaseModel):
@@ -222,7 +217,7 @@ def _monolithic(
 ) -> SystemRun:
     started = time.perf_counter()
     settings = {"max_new_tokens": max_new_tokens * len(item.parts), "temperature": 0.0}
-    messages = [SystemMessage(_MONOLITHIC_SYSTEM), HumanMessage(item.query)]
+    messages = [SystemMessage(MONOLITHIC_SYSTEM_PROMPT), HumanMessage(item.query)]
     message = pool.call(model, messages, settings).result()
     latency = time.perf_counter() - started
     text = message.text
