@@ -258,3 +258,17 @@ def test_unusable_review_decisions_say_why(decision, message):
 
     with pytest.raises(PlanError, match=message):
         parse_decision(decision, max_subqueries=4)
+
+
+def test_a_checkpointer_that_restores_state_as_plain_dicts_still_resumes(registry):
+    """Strict msgpack without compllm's classes on its allow-list (the LangGraph server's
+    case) restores the plan and the answers as dicts; the run must read them all the same."""
+    from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+    strict = InMemorySaver(serde=JsonPlusSerializer(allowed_msgpack_modules=None))
+    provider = make_provider(planner=PLAN, expert_answers=ANSWERS, aggregate="done")
+    pipeline = app(provider, registry, strict)
+    assert pipeline.invoke(QUERY, thread_id="d1", review_plan=True).status == "awaiting_review"
+    done = pipeline.resume("d1", "approve", review_plan=True)
+    assert done.status == "done" and len(done.answers) == 3
+    assert isinstance(done.plan, Plan)

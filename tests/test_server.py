@@ -45,11 +45,12 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def langgraph_dev(config: Path, log: Path) -> Iterator[str]:
+def langgraph_dev(config: Path, log: Path, **extra_env: str) -> Iterator[str]:
     """`langgraph dev` on a free loopback port, offline and without tracing; stopped after."""
     port = free_port()
     env = {
         **os.environ,
+        **extra_env,
         "LANGSMITH_TRACING": "false",
         "LANGCHAIN_TRACING_V2": "false",
         "LANGGRAPH_CLI_NO_ANALYTICS": "1",
@@ -113,7 +114,10 @@ async def stream_run(client: Any, thread_id: str, **kwargs: Any) -> list[tuple[s
 
 @pytest.fixture(scope="module")
 def fake_server(tmp_path_factory) -> Iterator[str]:
-    with langgraph_dev(FAKE_CONFIG, tmp_path_factory.mktemp("server") / "dev.log") as url:
+    # Strict msgpack (LangGraph's announced default): the server's checkpointer then hands
+    # compllm's state back as dicts, which the graph must read as well as its own classes.
+    log = tmp_path_factory.mktemp("server") / "dev.log"
+    with langgraph_dev(FAKE_CONFIG, log, LANGGRAPH_STRICT_MSGPACK="true") as url:
         yield url
 
 

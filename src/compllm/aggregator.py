@@ -16,7 +16,7 @@ from langgraph.runtime import Runtime
 
 from compllm.errors import CompLLMError
 from compllm.prompts import render_prompt
-from compllm.state import Context, NodeFunction, State, SubAnswer
+from compllm.state import Context, NodeFunction, State, SubAnswer, state_answers, state_plan
 
 if TYPE_CHECKING:
     from compllm.services import Services
@@ -71,8 +71,8 @@ def make_aggregate_node(services: Services) -> NodeFunction[State]:
     def aggregate(state: State, *, runtime: Runtime[Context]) -> dict[str, Any]:
         context = runtime.context or Context()
         started = time.perf_counter()
-        answers = state.get("answers") or {}
-        parts = [answers[s.id] for s in state["plan"].subqueries if s.id in answers]
+        answers = state_answers(state)
+        parts = [answers[s.id] for s in state_plan(state).subqueries if s.id in answers]
         answered = [p for p in parts if p.status == "ok"]
         if not answered:
             body, how = "No expert produced an answer.", "none"

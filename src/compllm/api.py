@@ -22,7 +22,15 @@ from compllm.plan import Plan, PlannerPath
 from compllm.pool import ExpertPool, parse_bytes
 from compllm.registry import Registry, load_registry
 from compllm.review import CANCELLED_ANSWER
-from compllm.state import Context, InputState, PlannerAttempt, State, SubAnswer
+from compllm.state import (
+    Context,
+    InputState,
+    PlannerAttempt,
+    State,
+    SubAnswer,
+    state_answers,
+    state_plan,
+)
 
 __all__ = ["CompLLM", "CompLLMResult", "RouteInfo", "RunStatus"]
 
@@ -72,8 +80,7 @@ class CompLLMResult(BaseModel):
         thread_id: str | None = None,
         review: dict[str, Any] | None = None,
     ) -> CompLLMResult:
-        plan: Plan = state["plan"]
-        answers = state.get("answers") or {}
+        plan, answers = state_plan(state), state_answers(state)
         status: RunStatus = "awaiting_review" if review is not None else "done"
         if state.get("final_answer") == CANCELLED_ANSWER:
             status = "cancelled"

@@ -37,7 +37,7 @@ from compllm.executor import (
     startable,
 )
 from compllm.plan import SubQuery
-from compllm.state import Context, ExpertTask, State, SubAnswer
+from compllm.state import Context, ExpertTask, State, SubAnswer, state_answers, state_plan
 
 if TYPE_CHECKING:
     from compllm.services import Services
@@ -52,11 +52,11 @@ class _PlanRun:
     def __init__(self, services: Services, state: State) -> None:
         self.runtime = get_runtime(Context)
         self.context = self.runtime.context or Context()
-        self.services, self.plan = services, state["plan"]
+        self.services, self.plan = services, state_plan(state)
         self.registry = services.registry(self.context)
         self.ranks = remaining_ranks(self.plan, services)
         self.order = priority_order(self.plan, self.ranks)
-        self.answers: dict[str, SubAnswer] = dict(state.get("answers") or {})
+        self.answers: dict[str, SubAnswer] = state_answers(state)
         self.new: dict[str, SubAnswer] = {}
         self.running: dict[str, str] = {}  # sub-query id -> expert
         self._record(skipped_answers(self.plan, self.answers))  # a resumed run may have some

@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from compllm.errors import RegistryError
 from compllm.plan import Plan, PlanError
 from compllm.router import route_plan
-from compllm.state import Context, State
+from compllm.state import Context, State, state_plan
 
 if TYPE_CHECKING:
     from compllm.services import Services
@@ -47,7 +47,7 @@ def review_request(
     return {
         "kind": "plan_review",
         "query": state["query"],
-        "plan": state["plan"].model_dump(mode="json"),
+        "plan": state_plan(state).model_dump(mode="json"),
         "experts": experts,
         "max_subqueries": context.max_subqueries,
         "error": error,

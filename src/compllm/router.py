@@ -27,7 +27,7 @@ from compllm.errors import RegistryError
 from compllm.models import cache_dir
 from compllm.plan import Plan
 from compllm.registry import Registry
-from compllm.state import Context, NodeFunction, State
+from compllm.state import Context, NodeFunction, State, state_plan
 
 if TYPE_CHECKING:
     from compllm.services import Services
@@ -160,7 +160,7 @@ def make_route_node(services: Services) -> NodeFunction[State]:
         context = runtime.context or Context()
         started = time.perf_counter()
         routed = route_plan(
-            state["plan"], services.router(context), threshold=context.routing_threshold
+            state_plan(state), services.router(context), threshold=context.routing_threshold
         )
         return {"plan": routed, "timings": {"route": time.perf_counter() - started}}
 

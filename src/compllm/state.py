@@ -7,6 +7,7 @@ State fields have reducers and no defaults: what a node did not write is simply 
 from __future__ import annotations
 
 import operator
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, NotRequired, Protocol, TypeVar
 
@@ -27,6 +28,8 @@ __all__ = [
     "State",
     "SubAnswer",
     "merge_answers",
+    "state_answers",
+    "state_plan",
 ]
 
 AnswerStatus = Literal["ok", "failed", "skipped"]
@@ -79,6 +82,22 @@ class ExpertTask(TypedDict):
     expert: str
     parents: list[ParentAnswer]
     priority: float  # the sub-query's remaining critical path: higher goes first
+
+
+def state_plan(state: Mapping[str, Any]) -> Plan:
+    """The run's plan. A checkpointer that will not rebuild compllm's classes (LangGraph's
+    strict msgpack mode where the graph's allow-list was lost, as on the LangGraph server)
+    restores their fields as dicts; both read the same here."""
+    plan = state["plan"]
+    return plan if isinstance(plan, Plan) else Plan.model_validate(plan)
+
+
+def state_answers(state: Mapping[str, Any]) -> dict[str, SubAnswer]:
+    """The answers so far, rebuilt like `state_plan` when restored as dicts."""
+    return {
+        sid: a if isinstance(a, SubAnswer) else SubAnswer.model_validate(a)
+        for sid, a in (state.get("answers") or {}).items()
+    }
 
 
 def merge_answers(

@@ -26,7 +26,7 @@ from compllm.executor import (
     skipped_answers,
     startable,
 )
-from compllm.state import Context, ExpertTask, NodeFunction, State
+from compllm.state import Context, ExpertTask, NodeFunction, State, state_answers, state_plan
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -38,7 +38,7 @@ __all__ = ["make_dispatch", "make_expert_failed_node", "make_wave_expert_node", 
 
 def schedule(state: State) -> dict[str, Any]:
     """Between waves: a sub-query whose parent has no answer is skipped, with the reason."""
-    skipped = skipped_answers(state["plan"], state.get("answers") or {})
+    skipped = skipped_answers(state_plan(state), state_answers(state))
     return {"answers": skipped} if skipped else {}
 
 
@@ -47,7 +47,7 @@ def make_dispatch(services: Services) -> Callable[..., list[Send] | str]:
         """Send the next wave (ready sub-queries, as many as slots allow, critical path
         first) to the wave_expert node, or go to the aggregator when none is left."""
         context = runtime.context or Context()
-        plan, answers = state["plan"], state.get("answers") or {}
+        plan, answers = state_plan(state), state_answers(state)
         ranks = remaining_ranks(plan, services)
         order = priority_order(plan, ranks)
         ready = sorted(ready_subqueries(plan, answers), key=lambda sub: order[sub.id])
