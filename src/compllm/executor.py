@@ -193,7 +193,7 @@ class _Call:
                 render_prompt("expert.user", question=self.task["question"], parents=parents)
             ),
         ]
-        if self.attempt == 1:
+        if self.attempt == 1 or "fallback_from" in self.task:
             self.runtime.stream_writer({"event": "subquery_start", **_identity(self.task)})
         return spec, messages
 
@@ -206,6 +206,22 @@ class _Call:
             "priority": self.task["priority"],
             "max_batch_size": self.context.max_batch_size,
         }
+
+    def fallback_task(self, failure: ExpertFailure) -> ExpertTask | None:
+        """This sub-query for the expert's fallback, after the expert's last attempt failed
+        (None without a fallback, before the last attempt, or when this is the fallback)."""
+        if "fallback_from" in self.task or self.attempt < self.services.expert_attempts:
+            return None
+        registry = self.services.registry(self.context)
+        expert = self.task["expert"]
+        fallback = registry.expert(expert).fallback if expert in registry.names else None
+        if fallback is None:
+            return None
+        backup = ExpertTask(**self.task)  # a copy: the failed task stays as it was
+        backup["expert"] = fallback
+        backup["fallback_from"] = expert
+        backup["fallback_reason"] = str(failure)
+        return backup
 
     def timeout(self) -> ExpertFailure:
         limit = self.context.expert_timeout_s
@@ -227,6 +243,8 @@ class _Call:
             started_at=self.started_at,
             finished_at=time.time(),
             attempts=self.attempt,
+            fallback_from=self.task.get("fallback_from"),
+            fallback_reason=self.task.get("fallback_reason"),
         )
         self.services.observe_latency(answer.expert, time.time() - self.started_at)
         self.runtime.stream_writer(end_event(answer))
@@ -235,9 +253,46 @@ class _Call:
 
 def call_expert(services: Services, task: ExpertTask, runtime: Runtime[Context]) -> SubAnswer:
     """Answer one sub-query (blocking). Raises `ExpertFailure` for the retry policy, and
-    configuration errors (`CompLLMError`) as they are."""
+    configuration errors (`CompLLMError`) as they are. After the expert's last attempt, its
+    fallback expert (if it names one) gets one try."""
     call = _Call(services, task, runtime)
-    future = services.pool.call(**call.pool_arguments(*call.prepare()))
+    try:
+        return _call_once(call)
+    except ExpertFailure as failure:
+        backup = call.fallback_task(failure)
+        if backup is None:
+            raise
+        try:
+            return _call_once(_Call(services, backup, runtime))
+        except ExpertFailure as second:
+            raise call.failure(_BothFailed(failure, backup["expert"], second)) from None
+
+
+async def acall_expert(
+    services: Services, task: ExpertTask, runtime: Runtime[Context]
+) -> SubAnswer:
+    """`call_expert` for async runs: waiting holds no thread, and a timeout cancels the
+    call (queued calls leave the queue; async-native models see the cancellation)."""
+    call = _Call(services, task, runtime)
+    try:
+        return await _acall_once(call)
+    except ExpertFailure as failure:
+        backup = call.fallback_task(failure)
+        if backup is None:
+            raise
+        try:
+            return await _acall_once(_Call(services, backup, runtime))
+        except ExpertFailure as second:
+            raise call.failure(_BothFailed(failure, backup["expert"], second)) from None
+
+
+class _BothFailed(RuntimeError):
+    def __init__(self, first: ExpertFailure, fallback: str, second: ExpertFailure) -> None:
+        super().__init__(f"{first}; then its fallback {fallback}: {second}")
+
+
+def _call_once(call: _Call) -> SubAnswer:
+    future = call.services.pool.call(**call.pool_arguments(*call.prepare()))
     try:
         message = future.result(timeout=call.context.expert_timeout_s)
     except concurrent.futures.TimeoutError:
@@ -250,12 +305,8 @@ def call_expert(services: Services, task: ExpertTask, runtime: Runtime[Context])
     return call.answer(message)
 
 
-async def acall_expert(
-    services: Services, task: ExpertTask, runtime: Runtime[Context]
-) -> SubAnswer:
-    """`call_expert` for async runs: waiting holds no thread, and a timeout cancels the
-    call (queued calls leave the queue; async-native models see the cancellation)."""
-    call = _Call(services, task, runtime)
+async def _acall_once(call: _Call) -> SubAnswer:
+    services = call.services
     request = services.pool.acall(**call.pool_arguments(*call.prepare()))
     try:
         message = await asyncio.wait_for(request, timeout=call.context.expert_timeout_s)
@@ -298,4 +349,5 @@ def end_event(answer: SubAnswer) -> dict[str, Any]:
         "output_tokens": answer.output_tokens,
         "attempts": answer.attempts,
         "error": answer.error,
+        "fallback_from": answer.fallback_from,
     }

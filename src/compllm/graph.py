@@ -65,6 +65,7 @@ def build_graph(
     """
     services = Services(provider, registry, pool)
     retry = retry_policy or DEFAULT_EXPERT_RETRY
+    services.expert_attempts = retry.max_attempts
     builder = StateGraph(State, context_schema=Context, input_schema=InputState)
     builder.add_node("plan", make_plan_node(services))
     builder.add_node("route", make_route_node(services))

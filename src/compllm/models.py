@@ -29,6 +29,7 @@ from langchain_core.language_models import BaseChatModel
 
 from compllm.errors import ModelLoadError
 from compllm.registry import EMBEDDED_CHAT_MODEL
+from compllm.remote import is_remote, remote_chat_model
 
 __all__ = [
     "EMBEDDED_CHAT_MODEL",
@@ -93,6 +94,8 @@ class ModelHub:
     def estimate_chat_model_bytes(self, ref: str, *, trust_remote_code: bool = False) -> int:
         """The weights' size in memory, computed from the config without loading them
         (0 when the config cannot be read: the load then reports the real error)."""
+        if is_remote(ref):
+            return 0  # served elsewhere: no weights here
         path = self._embedded_smollm2() if ref == EMBEDDED_CHAT_MODEL else ref
         try:
             return estimate_transformers_bytes(path, trust_remote_code=trust_remote_code)
@@ -123,6 +126,9 @@ class ModelHub:
 
     def _load_chat(self, ref: str, trust_remote_code: bool) -> BaseChatModel:
         from compllm.transformers_chat import TransformersChatModel
+
+        if is_remote(ref):
+            return remote_chat_model(ref)
 
         path = self._embedded_smollm2() if ref == EMBEDDED_CHAT_MODEL else ref
         self._say(f"loading {ref} ...")

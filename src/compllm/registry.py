@@ -63,6 +63,11 @@ class ExpertSpec(BaseModel):
     max_concurrency: int | None = Field(
         default=None, ge=1, description="Most calls of this expert running at once in a run."
     )
+    fallback: str | None = Field(
+        default=None,
+        description="Expert that answers when this one's calls all fail (e.g. a local model "
+        "behind a remote endpoint).",
+    )
 
     @property
     def profile_texts(self) -> list[str]:
@@ -97,6 +102,14 @@ class Registry(BaseModel):
             raise ValueError(
                 f"generalist '{self.generalist}' is not one of the experts ({', '.join(names)})"
             )
+        for spec in self.experts:
+            if spec.fallback is not None and (
+                spec.fallback not in names or spec.fallback == spec.name
+            ):
+                raise ValueError(
+                    f"expert '{spec.name}': fallback '{spec.fallback}' must be another expert "
+                    f"({', '.join(names)})"
+                )
         return self
 
     @property

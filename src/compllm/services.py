@@ -41,6 +41,8 @@ class Services:
         self._routers: dict[tuple[str, str], ExpertRouter] = {}
         self._latency: dict[str, float] = {}
         self._lock = threading.Lock()
+        # Attempts the expert retry policy allows: a fallback expert is tried after the last.
+        self.expert_attempts = 1
 
     @property
     def pool(self) -> ExpertPool:

@@ -50,6 +50,10 @@ class SubAnswer(BaseModel):
     finished_at: float | None = Field(default=None, description="Unix time the call ended.")
     attempts: int = 0
     output_tokens: int | None = None
+    fallback_from: str | None = Field(
+        default=None, description="The expert that failed before `expert` answered."
+    )
+    fallback_reason: str | None = Field(default=None, description="Why that expert failed.")
 
     @property
     def latency_s(self) -> float | None:
@@ -82,6 +86,8 @@ class ExpertTask(TypedDict):
     expert: str
     parents: list[ParentAnswer]
     priority: float  # the sub-query's remaining critical path: higher goes first
+    fallback_from: NotRequired[str]  # set when this is a retry on the expert's fallback
+    fallback_reason: NotRequired[str]
 
 
 def state_plan(state: Mapping[str, Any]) -> Plan:
