@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict
 from compllm.errors import ConfigError, QueryError
 from compllm.graph import build_graph
 from compllm.models import ModelProvider, default_hub
-from compllm.plan import Plan, PlannerPath
+from compllm.plan import Plan, PlannerPath, clean_text
 from compllm.pool import ExpertPool, parse_bytes
 from compllm.registry import Registry, load_registry
 from compllm.review import CANCELLED_ANSWER
@@ -323,6 +323,7 @@ def _config(thread_id: str) -> RunnableConfig:
 def _input(query: str, plan: Plan | None) -> InputState:
     if not isinstance(query, str) or not query.strip():
         raise QueryError("the query is empty")
+    query = clean_text(query)
     if plan is None:
         return InputState(query=query.strip())
     return InputState(query=query.strip(), plan=plan)

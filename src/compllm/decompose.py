@@ -92,7 +92,7 @@ def explicit_parts(query: str) -> list[tuple[str, bool]]:
             parts[-1] = (f"{last} {context}", sequenced)
         else:
             parts.append((_tidy(context), False))
-    return parts
+    return [(text, sequenced) for text, sequenced in parts if text]
 
 
 def decompose(query: str, *, max_subqueries: int = DEFAULT_MAX_SUBQUERIES) -> Plan:
@@ -189,7 +189,9 @@ def _asks(text: str) -> bool:
 
 
 def _tidy(text: str) -> str:
-    text = text.strip().rstrip(",;")
+    text = text.strip().rstrip(",;").strip()
+    if not text:  # punctuation alone: nothing to ask
+        return ""
     text = text[0].upper() + text[1:]
     if text[-1] not in ".?!":
         text += "?" if _ASKS.match(text) and not _imperative(text) else "."

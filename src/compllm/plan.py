@@ -27,11 +27,18 @@ __all__ = [
     "PlanError",
     "PlannerPath",
     "SubQuery",
+    "clean_text",
 ]
 
 DEFAULT_MAX_SUBQUERIES = 16
 
 PlannerPath = Literal["llm", "llm-retry", "rules", "given"]
+
+
+def clean_text(text: str) -> str:
+    """`text` without lone surrogates (bytes that were not UTF-8, e.g. from a terminal or a
+    model) and NULs, which would break prompts, JSON and checkpoints later on."""
+    return text.encode("utf-8", "replace").decode("utf-8").replace("\x00", "")
 
 
 class PlanError(ValueError):
@@ -52,6 +59,11 @@ class SubQuery(BaseModel):
     scores: dict[str, float] = Field(
         default_factory=dict, description="Routing score per expert (cosine similarity)."
     )
+
+    @field_validator("id", "question", mode="before")
+    @classmethod
+    def _clean(cls, value: object) -> object:
+        return clean_text(value) if isinstance(value, str) else value
 
     @field_validator("id", "question")
     @classmethod

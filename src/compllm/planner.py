@@ -193,14 +193,25 @@ def plan_query(
     return plan, "rules", attempts
 
 
+# A plan of DEFAULT_MAX_SUBQUERIES sub-queries is a few kilobytes; these bound the work spent
+# on output that is not one (a model that loops, or hostile text from a remote engine).
+_MAX_PLAN_CHARS = 64_000
+_MAX_JSON_STARTS = 256
+
+
 def _extract_json(text: str) -> Any:
     """The first JSON object or array in `text` (models wrap JSON in prose or fences)."""
+    if len(text) > _MAX_PLAN_CHARS:
+        raise PlanError(
+            f"the planner's output is {len(text)} characters long; a plan needs at most "
+            f"{_MAX_PLAN_CHARS}"
+        )
     decoder = json.JSONDecoder()
-    starts = [index for index, char in enumerate(text) if char in "{["]
+    starts = [index for index, char in enumerate(text) if char in "{["][:_MAX_JSON_STARTS]
     for index in starts:
         try:
             value = decoder.raw_decode(text, index)[0]
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):  # deep nesting is not a plan either
             continue
         if (isinstance(value, dict) and "subqueries" in value) or (
             isinstance(value, list) and value and all(isinstance(v, dict) for v in value)
