@@ -4,14 +4,17 @@
 A model reference names the served model and the endpoint, anywhere a model id is accepted
 (an expert's `model:`, `--planner-model`, `Context.aggregator_model`, ...):
 
-    openai:MODEL@http://HOST:PORT/v1[?timeout=60&api_key_env=NAME&stream=true]
+    openai:MODEL@http://HOST:PORT/v1[?timeout=60&api_key_env=NAME&stream=true&json=object]
 
 - `MODEL`: the name the engine serves (vLLM's `--served-model-name`, llama.cpp's alias).
 - `timeout`: seconds per request (default 120). Retries are compllm's (the expert retry
   policy), so the client itself does not retry.
 - `api_key_env`: the environment variable that holds the key (default `OPENAI_API_KEY`; an
   engine without keys gets a placeholder). Keys never appear in a reference.
-- `stream`: stream tokens from the engine (usage is still reported).
+- `stream`: stream tokens from the engine (token usage only where the engine sends it).
+- `json`: how the planner's JSON schema is sent: `schema` (default: OpenAI's
+  `json_schema`, as vLLM and SGLang take it), `object` (`{"type": "json_object", "schema":
+  ...}`, as llama.cpp's server takes it) or `off`.
 
 Requests carry the expert's generation settings: `max_new_tokens` becomes
 `max_completion_tokens` and `max_tokens`;
@@ -24,7 +27,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from langchain_core.language_models import BaseChatModel
@@ -44,6 +47,7 @@ class RemoteEndpoint:
     timeout_s: float = 120.0
     api_key_env: str = "OPENAI_API_KEY"
     stream: bool = False
+    json_mode: Literal["schema", "object", "off"] = "schema"
 
 
 def is_remote(ref: str) -> bool:
@@ -61,7 +65,7 @@ def parse_remote(ref: str) -> RemoteEndpoint:
     if not parts.hostname:
         raise ConfigError(f"remote model {ref!r}: the endpoint URL has no host")
     options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-    unknown = sorted(set(options) - {"timeout", "api_key_env", "stream"})
+    unknown = sorted(set(options) - {"timeout", "api_key_env", "stream", "json"})
     if unknown:
         raise ConfigError(f"remote model {ref!r}: unknown options {', '.join(unknown)}")
     try:
@@ -70,12 +74,16 @@ def parse_remote(ref: str) -> RemoteEndpoint:
         raise ConfigError(f"remote model {ref!r}: timeout must be a number") from None
     if timeout <= 0:
         raise ConfigError(f"remote model {ref!r}: timeout must be positive")
+    json_mode = options.get("json", "schema")
+    if json_mode not in ("schema", "object", "off"):
+        raise ConfigError(f"remote model {ref!r}: json must be schema, object or off")
     return RemoteEndpoint(
         model=model,
         base_url=urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")),
         timeout_s=timeout,
         api_key_env=options.get("api_key_env", "OPENAI_API_KEY"),
         stream=options.get("stream", "false").lower() in ("1", "true", "yes"),
+        json_mode=json_mode,  # type: ignore[arg-type]  # checked above
     )
 
 
@@ -95,7 +103,8 @@ def remote_chat_model(ref: str) -> BaseChatModel:
         def _get_request_payload(
             self, input_: Any, *, stop: list[str] | None = None, **kwargs: Any
         ) -> dict[str, Any]:
-            return super()._get_request_payload(input_, stop=stop, **_openai_settings(kwargs))
+            settings = _openai_settings(kwargs, endpoint.json_mode)
+            return super()._get_request_payload(input_, stop=stop, **settings)
 
     return RemoteChatModel(
         model=endpoint.model,
@@ -109,7 +118,7 @@ def remote_chat_model(ref: str) -> BaseChatModel:
     )
 
 
-def _openai_settings(settings: dict[str, Any]) -> dict[str, Any]:
+def _openai_settings(settings: dict[str, Any], json_mode: str = "schema") -> dict[str, Any]:
     """compllm's generation settings as OpenAI chat-completion parameters."""
     settings = dict(settings)
     out: dict[str, Any] = {}
@@ -123,11 +132,12 @@ def _openai_settings(settings: dict[str, Any]) -> dict[str, Any]:
         extra.update(repetition_penalty=penalty, repeat_penalty=penalty)
     if extra:
         out["extra_body"] = extra
-    if (schema := settings.pop("json_schema", None)) is not None:
-        out["response_format"] = {
-            "type": "json_schema",
-            "json_schema": {"name": "plan", "schema": schema},
-        }
+    if (schema := settings.pop("json_schema", None)) is not None and json_mode != "off":
+        out["response_format"] = (
+            {"type": "json_schema", "json_schema": {"name": "plan", "schema": schema}}
+            if json_mode == "schema"
+            else {"type": "json_object", "schema": schema}
+        )
     for key in ("temperature", "top_p"):
         if settings.get(key) is not None:
             out[key] = settings.pop(key)
