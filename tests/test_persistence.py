@@ -1,10 +1,12 @@
 """Checkpoints: a stopped run resumes on its thread without recomputing finished sub-queries;
 a finished thread returns its answer; plan review pauses a run for a person's decision."""
 
+import json
 import logging
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
@@ -15,6 +17,7 @@ from compllm.checkpoint import checkpoint_serializer, default_checkpoint_target
 from compllm.errors import ConfigError
 from compllm.review import CANCELLED_ANSWER, parse_decision
 from tests.fakes import Call, FakeProvider, ScriptedChatModel, make_provider, plan_json
+from tests.kill_child import PLAN as KILL_PLAN
 from tests.postgres import postgres_available, postgres_server
 
 QUERY = "Multiply the numbers 12 and 7. What are the symptoms of flu? Is that product prime?"
@@ -272,3 +275,69 @@ def test_a_checkpointer_that_restores_state_as_plain_dicts_still_resumes(registr
     done = pipeline.resume("d1", "approve", review_plan=True)
     assert done.status == "done" and len(done.answers) == 3
     assert isinstance(done.plan, Plan)
+
+
+def test_a_run_killed_with_sigkill_resumes_from_its_checkpoint(tmp_path):
+    """A real kill: the process dies between two sub-queries and cannot clean up. A new
+    process resumes the thread: what had finished is not asked again, and the answer is the
+    one an uninterrupted run gives."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    database, calls = tmp_path / "runs.sqlite", tmp_path / "calls.log"
+
+    def child(thread: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "tests.kill_child", str(database), thread, str(calls)],
+            cwd=root,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def persisted(thread: str) -> set[str]:
+        """Sub-queries whose answers are in the thread's checkpoint (task results)."""
+        with open_checkpointer(database) as saver:
+            saved = saver.get_tuple({"configurable": {"thread_id": thread}})
+        writes = saved.pending_writes if saved else []
+        return {value.id for _, channel, value in writes or [] if channel == "__return__"}
+
+    first = child("killed")
+    for _ in first.stdout:  # type: ignore[union-attr]  # an "END qN" line
+        deadline = time.monotonic() + 10
+        while len(persisted("killed")) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if len(persisted("killed")) >= 2:
+            os.kill(first.pid, signal.SIGKILL)
+            break
+    first.wait(timeout=30)
+    assert first.returncode == -signal.SIGKILL
+    finished = persisted("killed")  # a third may have been saved just before the kill
+    assert 2 <= len(finished) < 4
+    asked_before = calls.read_text().splitlines()
+
+    second = child("killed")
+    out, _ = second.communicate(timeout=120)
+    assert second.returncode == 0
+    resumed = json.loads(out.strip().splitlines()[-1])
+    asked_after = calls.read_text().splitlines()[len(asked_before) :]
+    questions = {s["id"]: s["question"] for s in json.loads(KILL_PLAN)["subqueries"]}
+    # What had finished before the kill is not asked again; everything else is asked at
+    # most once more (one call may have ended just before the kill, unrecorded).
+    assert not {questions[sid] for sid in finished} & set(asked_after)
+    for sid, question in questions.items():
+        if sid not in finished:
+            assert asked_after.count(question) <= 1
+            assert question in asked_after or question in asked_before
+
+    reference = child("uninterrupted")
+    out, _ = reference.communicate(timeout=120)
+    assert json.loads(out.strip().splitlines()[-1]) == resumed
+    assert resumed["answers"] == {
+        "q1": "84",
+        "q2": "85",
+        "q3": "170",
+        "q4": "A serious crime.",
+    }
