@@ -16,7 +16,15 @@ from langgraph.runtime import Runtime
 
 from compllm.errors import CompLLMError
 from compllm.prompts import render_prompt
-from compllm.state import Context, NodeFunction, State, SubAnswer, state_answers, state_plan
+from compllm.state import (
+    Context,
+    NodeFunction,
+    State,
+    SubAnswer,
+    state_answers,
+    state_plan,
+    time_left,
+)
 
 if TYPE_CHECKING:
     from compllm.services import Services
@@ -78,6 +86,8 @@ def make_aggregate_node(services: Services) -> NodeFunction[State]:
             body, how = "No expert produced an answer.", "none"
         elif len(parts) == 1 and context.passthrough_single:
             body, how = answered[0].answer, "passthrough"
+        elif (left := time_left(state, context)) is not None and left <= 0:
+            body, how = compose_fallback(parts), "concatenated"  # no time left to compose
         else:
             body, how = _llm_answer(services, context, state["query"], parts), "llm"
             if not body or uncovered_parts(body, parts):

@@ -29,6 +29,7 @@ from compllm.executor import (
     call_expert,
     end_event,
     expert_task,
+    expired_answers,
     failed_answer,
     priority_order,
     ready_subqueries,
@@ -37,7 +38,15 @@ from compllm.executor import (
     startable,
 )
 from compllm.plan import SubQuery
-from compllm.state import Context, ExpertTask, State, SubAnswer, state_answers, state_plan
+from compllm.state import (
+    Context,
+    ExpertTask,
+    State,
+    SubAnswer,
+    state_answers,
+    state_plan,
+    time_left,
+)
 
 if TYPE_CHECKING:
     from compllm.services import Services
@@ -52,7 +61,7 @@ class _PlanRun:
     def __init__(self, services: Services, state: State) -> None:
         self.runtime = get_runtime(Context)
         self.context = self.runtime.context or Context()
-        self.services, self.plan = services, state_plan(state)
+        self.services, self.plan, self.state = services, state_plan(state), state
         self.registry = services.registry(self.context)
         self.ranks = remaining_ranks(self.plan, services)
         self.order = priority_order(self.plan, self.ranks)
@@ -105,6 +114,19 @@ class _PlanRun:
     def update(self) -> dict[str, Any]:
         return {"answers": self.new} if self.new else {}
 
+    def time_left(self) -> float | None:
+        return time_left(self.state, self.context)
+
+    def expire(self) -> dict[str, Any]:
+        """The run is out of time: every sub-query without an answer fails, with the reason;
+        calls still running are abandoned (their results are dropped)."""
+        assert self.context.max_run_s is not None
+        expired = expired_answers(self.plan, self.answers, self.context.max_run_s)
+        for answer in expired.values():
+            self.runtime.stream_writer(end_event(answer))
+        self._record(expired)
+        return self.update()
+
     @cached_property
     def _has_expert_limits(self) -> bool:
         return any(e.max_concurrency is not None for e in self.registry.experts)
@@ -140,12 +162,15 @@ def make_execute_node(services: Services, retry_policy: RetryPolicy) -> Runnable
         run = _PlanRun(services, state)
         running: dict[concurrent.futures.Future[SubAnswer], ExpertTask] = {}
         while True:
+            left = run.time_left()
+            if left is not None and left <= 0:
+                return run.expire()
             for expert_input in run.next_tasks():
                 running[expert(expert_input)] = expert_input
             if not running:
                 return run.update()
             done, _ = concurrent.futures.wait(
-                running, return_when=concurrent.futures.FIRST_COMPLETED
+                running, timeout=left, return_when=concurrent.futures.FIRST_COMPLETED
             )
             for future in done:
                 run.finish(running.pop(future), future.exception() or future.result())
@@ -154,11 +179,16 @@ def make_execute_node(services: Services, retry_policy: RetryPolicy) -> Runnable
         run = _PlanRun(services, state)
         running: dict[asyncio.Future[SubAnswer], ExpertTask] = {}
         while True:
+            left = run.time_left()
+            if left is not None and left <= 0:
+                for future in running:
+                    future.cancel()  # async calls can be stopped, not only abandoned
+                return run.expire()
             for expert_input in run.next_tasks():
                 running[asyncio.ensure_future(aexpert(expert_input))] = expert_input
             if not running:
                 return run.update()
-            done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(running, timeout=left, return_when=asyncio.FIRST_COMPLETED)
             for future in done:
                 run.finish(running.pop(future), future.exception() or future.result())
 

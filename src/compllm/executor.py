@@ -43,6 +43,7 @@ __all__ = [
     "call_expert",
     "end_event",
     "expert_task",
+    "expired_answers",
     "failed_answer",
     "priority_order",
     "quote_answer",
@@ -97,6 +98,25 @@ def skipped_answers(plan: Plan, answers: Mapping[str, SubAnswer]) -> dict[str, S
                 error=f"not run: it needs {', '.join(missing)}, which has no answer",
             )
     return skipped
+
+
+def expired_answers(
+    plan: Plan, answers: Mapping[str, SubAnswer], limit_s: float
+) -> dict[str, SubAnswer]:
+    """The sub-queries still without an answer when the run's time is up, failed with why."""
+    return {
+        sub.id: SubAnswer(
+            id=sub.id,
+            question=sub.question,
+            expert=sub.expert or "",
+            status="failed",
+            error=f"not answered: the run reached its time limit ({limit_s:g} s, "
+            "Context.max_run_s)",
+            finished_at=time.time(),
+        )
+        for sub in plan.subqueries
+        if sub.id not in answers
+    }
 
 
 def remaining_ranks(plan: Plan, services: Services) -> dict[str, float]:

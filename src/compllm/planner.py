@@ -21,7 +21,7 @@ from langgraph.runtime import Runtime
 from pydantic import ValidationError
 
 from compllm.decompose import decompose, explicit_parts
-from compllm.errors import CompLLMError
+from compllm.errors import CompLLMError, QueryError
 from compllm.plan import Plan, PlanError, PlannerPath, SubQuery
 from compllm.prompts import render_prompt
 from compllm.state import Context, NodeFunction, PlannerAttempt, State
@@ -262,6 +262,12 @@ def make_plan_node(services: Services) -> NodeFunction[State]:
     def plan(state: State, *, runtime: Runtime[Context]) -> dict[str, Any]:
         context = runtime.context or Context()
         started = time.perf_counter()
+        if len(state["query"]) > context.max_query_chars:
+            raise QueryError(
+                f"the query is {len(state['query'])} characters long; the limit is "
+                f"{context.max_query_chars} (Context.max_query_chars)"
+            )
+        run = {"run_started_at": state.get("run_started_at") or time.time()}
         if state.get("plan") is not None:
             raw, limit = state["plan"], {"max_subqueries": context.max_subqueries}
             # Studio and the server send the plan as JSON; the library sends a `Plan`.
@@ -271,7 +277,7 @@ def make_plan_node(services: Services) -> NodeFunction[State]:
                 else Plan.model_validate(raw, context=limit).subqueries
             )
             given = Plan.build(items, max_subqueries=context.max_subqueries)
-            return {"plan": given, "planner_path": "given", "timings": {"plan": 0.0}}
+            return {"plan": given, "planner_path": "given", "timings": {"plan": 0.0}, **run}
         with (
             nullcontext(None)
             if context.planner_mode == "rules"
@@ -289,6 +295,7 @@ def make_plan_node(services: Services) -> NodeFunction[State]:
             "planner_path": path,
             "planner_attempts": attempts,
             "timings": {"plan": time.perf_counter() - started},
+            **run,
         }
 
     return plan

@@ -32,6 +32,7 @@ __all__ = [
 ]
 
 EMBEDDED_CHAT_MODEL = "embedded:smollm2-135m-instruct"
+MAX_NEW_TOKENS = 32_768  # most tokens one answer may ask for (expert, planner or aggregator)
 
 
 class GenerationSettings(BaseModel):
@@ -39,7 +40,7 @@ class GenerationSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    max_new_tokens: int = Field(default=160, ge=1, le=32768)
+    max_new_tokens: int = Field(default=160, ge=1, le=MAX_NEW_TOKENS)
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     repetition_penalty: float = Field(default=1.1, ge=1.0, le=2.0)

@@ -7,6 +7,7 @@ State fields have reducers and no defaults: what a node did not write is simply 
 from __future__ import annotations
 
 import operator
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, NotRequired, Protocol, TypeVar
@@ -15,8 +16,10 @@ from langgraph.runtime import Runtime
 from pydantic import BaseModel, ConfigDict, Field
 from typing_extensions import TypedDict  # pydantic needs it for JSON schemas on < 3.12
 
+from compllm.errors import ConfigError
 from compllm.models import EMBEDDED_CHAT_MODEL, EMBEDDED_EMBEDDINGS
 from compllm.plan import DEFAULT_MAX_SUBQUERIES, Plan, PlannerPath
+from compllm.registry import MAX_NEW_TOKENS
 
 __all__ = [
     "Context",
@@ -30,6 +33,7 @@ __all__ = [
     "merge_answers",
     "state_answers",
     "state_plan",
+    "time_left",
 ]
 
 AnswerStatus = Literal["ok", "failed", "skipped"]
@@ -145,6 +149,7 @@ class State(TypedDict):
     final_answer: str
     aggregation: Literal["passthrough", "llm", "concatenated", "none"]
     timings: Annotated[dict[str, float], merge_timings]
+    run_started_at: float  # Unix time the run began (its first start, when resumed)
 
 
 @dataclass(kw_only=True)
@@ -224,3 +229,48 @@ class Context:
         default=True,
         metadata={"description": "One-part plans return the expert's answer unchanged."},
     )
+    max_query_chars: int = field(
+        default=20_000,
+        metadata={"description": "Longest query accepted, in characters."},
+    )
+    max_run_s: float | None = field(
+        default=None,
+        metadata={
+            "description": "Seconds a run may take from its start; sub-queries not answered "
+            "by then fail with the reason, and the answers so far are aggregated. Empty = "
+            "no limit."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        # A setting that cannot work fails the run at once, naming the field.
+        positive = {
+            "max_subqueries": self.max_subqueries,
+            "planner_max_new_tokens": self.planner_max_new_tokens,
+            "aggregator_max_new_tokens": self.aggregator_max_new_tokens,
+            "max_parallel_experts": self.max_parallel_experts,
+            "max_batch_size": self.max_batch_size,
+            "expert_timeout_s": self.expert_timeout_s,
+            "max_query_chars": self.max_query_chars,
+        }
+        if self.max_run_s is not None:
+            positive["max_run_s"] = self.max_run_s
+        for name, value in positive.items():
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise ConfigError(f"Context.{name} must be a positive number, not {value!r}")
+        for name, value in {
+            "planner_max_new_tokens": self.planner_max_new_tokens,
+            "aggregator_max_new_tokens": self.aggregator_max_new_tokens,
+        }.items():
+            if value > MAX_NEW_TOKENS:
+                raise ConfigError(f"Context.{name} is {value}; the limit is {MAX_NEW_TOKENS}")
+
+
+def time_left(state: Mapping[str, Any], context: Context) -> float | None:
+    """Seconds the run may still take (`Context.max_run_s`), or None without a limit."""
+    if context.max_run_s is None:
+        return None
+    started = state.get("run_started_at")
+    if started is None:
+        return context.max_run_s
+    return float(started) + context.max_run_s - time.time()

@@ -19,6 +19,7 @@ from compllm.executor import (
     call_expert,
     end_event,
     expert_task,
+    expired_answers,
     failed_answer,
     priority_order,
     ready_subqueries,
@@ -26,7 +27,15 @@ from compllm.executor import (
     skipped_answers,
     startable,
 )
-from compllm.state import Context, ExpertTask, NodeFunction, State, state_answers, state_plan
+from compllm.state import (
+    Context,
+    ExpertTask,
+    NodeFunction,
+    State,
+    state_answers,
+    state_plan,
+    time_left,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -36,9 +45,18 @@ if TYPE_CHECKING:
 __all__ = ["make_dispatch", "make_expert_failed_node", "make_wave_expert_node", "schedule"]
 
 
-def schedule(state: State) -> dict[str, Any]:
-    """Between waves: a sub-query whose parent has no answer is skipped, with the reason."""
-    skipped = skipped_answers(state_plan(state), state_answers(state))
+def schedule(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Between waves: a sub-query whose parent has no answer is skipped, with the reason;
+    when the run is out of time (`Context.max_run_s`), every unanswered one fails."""
+    context = runtime.context or Context()
+    plan, answers = state_plan(state), state_answers(state)
+    left = time_left(state, context)
+    if left is not None and left <= 0 and context.max_run_s is not None:
+        expired = expired_answers(plan, answers, context.max_run_s)
+        for answer in expired.values():
+            runtime.stream_writer(end_event(answer))
+        return {"answers": expired} if expired else {}
+    skipped = skipped_answers(plan, answers)
     return {"answers": skipped} if skipped else {}
 
 
