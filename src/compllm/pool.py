@@ -20,6 +20,7 @@ activations or KV caches: leave headroom for those.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import heapq
 import itertools
@@ -79,7 +80,7 @@ class PoolStats:
     queued: dict[str, int]
     loads: int
     evictions: int
-    batch_sizes: list[int]
+    batch_sizes: list[int]  # of the most recent 10,000 batches
 
 
 @dataclass(order=True)
@@ -149,7 +150,8 @@ class ExpertPool:
         self._cond = threading.Condition()
         self._sequence = itertools.count()
         self._used = self._peak = self._loads = self._evictions = 0
-        self._batch_sizes: list[int] = []
+        # Recent batch sizes only: a long-running server makes millions of calls.
+        self._batch_sizes: collections.deque[int] = collections.deque(maxlen=10_000)
 
     # -- public ----------------------------------------------------------------------------
 
