@@ -30,7 +30,9 @@ class MixedProvider(FakeProvider):
         return remote_chat_model(ref) if is_remote(ref) else super().chat_model(ref)
 
 
-def registry_with(math_model: str, *, fallback: str | None = None, options: str = ""):
+def registry_with(
+    math_model: str, *, fallback: str | None = None, options: str = "", limit: int | None = None
+):
     return parse_registry(
         f"""
 generalist: general
@@ -43,6 +45,7 @@ experts:
     system_prompt: You are a mathematician.
     generation: {{max_new_tokens: 48, repetition_penalty: 1.2}}
     {f"fallback: {fallback}" if fallback else ""}
+    {f"max_concurrency: {limit}" if limit else ""}
   - name: medicine
     description: medicine health disease symptoms diabetes
     examples: [what are the symptoms of diabetes]
@@ -138,11 +141,12 @@ def test_the_planner_and_the_aggregator_can_be_remote(stub):
     assert not provider.chat["planner-model"].calls
 
 
-def test_calls_to_one_endpoint_run_concurrently(stub):
+@pytest.mark.parametrize(("limit", "in_flight"), [(None, 4), (2, 2)])
+def test_calls_to_one_endpoint_run_concurrently_within_the_experts_limit(stub, limit, in_flight):
     stub.respond = lambda request: Reply("84", delay_s=0.4)
     plan = plan_json(*[(f"q{i}", f"Multiply two numbers, {i} and 7.", []) for i in range(1, 5)])
     provider = MixedProvider(chat=make_provider(planner=plan, aggregate="done").chat)
-    app = CompLLM(registry=registry_with(f"openai:m@{stub.url}"), provider=provider)
+    app = CompLLM(registry=registry_with(f"openai:m@{stub.url}", limit=limit), provider=provider)
     result = app.invoke(
         "Multiply 1 and 7. Multiply 2 and 7. Multiply 3 and 7. Multiply 4 and 7.",
         planner_model="planner-model",
@@ -151,7 +155,8 @@ def test_calls_to_one_endpoint_run_concurrently(stub):
         max_parallel_experts=4,
     )
     assert [a.status for a in result.answers] == ["ok"] * 4
-    assert stub.most_in_flight == 4  # concurrent requests, not a batch, not one by one
+    # Concurrent requests (not a batch, not one by one), within the expert's max_concurrency.
+    assert stub.most_in_flight == in_flight
 
 
 # -- faults ----------------------------------------------------------------------------------
@@ -231,3 +236,19 @@ def test_a_fallback_expert_answers_when_the_remote_one_is_down(stub, executor):
 def test_a_fallback_must_name_another_expert():
     with pytest.raises(RegistryError, match="fallback 'nobody' must be another expert"):
         registry_with("expert-model", fallback="nobody")
+
+
+def test_the_documented_multi_gpu_registry_is_valid():
+    from pathlib import Path
+
+    from compllm import load_registry
+
+    path = Path(__file__).resolve().parents[1] / "docs" / "deployment" / "multi-gpu.yaml"
+    registry = load_registry(path)
+    remote = [e for e in registry.experts if is_remote(e.model)]
+    assert len(remote) == 5 and all(e.fallback == "general-local" for e in remote)
+    assert {parse_remote(e.model).base_url for e in remote} == {
+        "http://gpu-0:8000/v1",
+        "http://gpu-1:8000/v1",
+        "http://gpu-2:8000/v1",
+    }
