@@ -151,3 +151,26 @@ def test_an_engine_that_is_gone_falls_back_to_the_local_expert(tmp_path):
     assert "Connection" in (math.fallback_reason or "")
     assert medicine.status == "failed" and "Connection" in (medicine.error or "")
     assert result.answer.strip()
+
+
+def test_concurrent_runs_on_the_engine_lose_nothing(tmp_path):
+    """The load benchmark with real experts, small: 10 runs, 4 at once, on one engine."""
+    import sys
+
+    with llama_server(tmp_path / "engine.log") as (url, _):
+        subprocess.run(
+            [
+                sys.executable,
+                "load.py",
+                *("--target", "library", "--experts", "engine", "--engine-url", url),
+                *("--runs", "10", "--concurrency", "4", "--out-dir", str(tmp_path)),
+            ],
+            cwd=ROOT / "benchmarks",
+            check=True,
+            capture_output=True,
+            timeout=600,
+        )
+    report = json.loads((tmp_path / "load-library-engine.json").read_text())["report"]
+    assert report["runs_measured"] == 9
+    assert report["errors"] == 0 and report["lost_results"] == 0
+    assert report["objects_end"] <= report["objects_after_warm_up"]
