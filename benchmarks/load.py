@@ -162,7 +162,7 @@ def server(args: argparse.Namespace) -> dict[str, Any]:
     from langgraph_sdk import get_client
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from tests.test_server import langgraph_dev
+    from tests.servers import langgraph_dev
 
     config = Path(__file__).parent / "load_server" / "langgraph.json"
     warm_up = max(1, args.runs // 10)

@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +24,7 @@ pytest.importorskip("langchain_openai")
 from compllm import CompLLM
 from compllm.models import _SMOLLM2_DIST, _SMOLLM2_FILE, _packaged
 from compllm.registry import parse_registry
-from tests.test_server import free_port
+from tests.servers import free_port, serving
 
 pytestmark = [pytest.mark.slow, pytest.mark.engine]
 
@@ -62,30 +61,16 @@ def llama_server(log: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
         "--n_ctx",
         "4096",
     ]
-    with log.open("wb") as output:
-        engine = subprocess.Popen(
-            command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
-        )
     url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if engine.poll() is not None:
-                raise AssertionError(f"the engine exited:\n{log.read_text()[-3000:]}")
-            with (
-                contextlib.suppress(OSError),
-                urllib.request.urlopen(f"{url}/models", timeout=2) as reply,
-            ):
-                if json.load(reply)["data"][0]["id"] == "smollm2":
-                    break
-            if time.monotonic() > deadline:
-                raise AssertionError(f"the engine did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
+    with serving(
+        command,
+        log,
+        probe_url=f"{url}/models",
+        ready=lambda reply: json.load(reply)["data"][0]["id"] == "smollm2",
+        name="the engine",
+        timeout_s=120,
+    ) as engine:
         yield url, engine
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(engine.pid, signal.SIGKILL)
-        engine.wait()
 
 
 def registry(url: str, *, fallback: str = "") -> object:

@@ -9,14 +9,8 @@ serves the repository's own `langgraph.json` on the embedded models, as `make st
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +18,8 @@ from typing import Any
 import pytest
 
 langgraph_sdk = pytest.importorskip("langgraph_sdk")
+
+from tests.servers import langgraph_dev  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 FAKE_CONFIG = ROOT / "tests" / "server" / "langgraph.json"
@@ -36,71 +32,6 @@ QUERY = (
     "Multiply two numbers, 12 and 7, then tell me whether that result is prime. "
     "What are the symptoms of diabetes?"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@contextlib.contextmanager
-def langgraph_dev(config: Path, log: Path, **extra_env: str) -> Iterator[str]:
-    """`langgraph dev` on a free loopback port, offline and without tracing; stopped after."""
-    port = free_port()
-    env = {
-        **os.environ,
-        **extra_env,
-        "LANGSMITH_TRACING": "false",
-        "LANGCHAIN_TRACING_V2": "false",
-        "LANGGRAPH_CLI_NO_ANALYTICS": "1",
-        "HF_HUB_OFFLINE": "1",
-    }
-    command = [
-        str(Path(sys.executable).parent / "langgraph"),
-        "dev",
-        "--no-browser",
-        "--no-reload",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--config",
-        str(config),
-    ]
-    with log.open("wb") as output:
-        server = subprocess.Popen(
-            command,
-            cwd=config.parent,
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its workers go down with it
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if server.poll() is not None:
-                raise AssertionError(f"langgraph dev exited:\n{log.read_text()[-3000:]}")
-            with (
-                contextlib.suppress(OSError),
-                urllib.request.urlopen(f"{url}/ok", timeout=2) as reply,
-            ):
-                if reply.status == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise AssertionError(f"langgraph dev did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield url
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
 
 
 async def stream_run(client: Any, thread_id: str, **kwargs: Any) -> list[tuple[str, Any]]:
