@@ -1,14 +1,16 @@
 """Routing accuracy on MMLU with embeddings only (all-MiniLM-L6-v2), on questions the router
 has not seen as examples.
 
-    .venv/bin/python benchmarks/routing_accuracy.py [--data ../shared/data/mmlu/mmlu_dev.jsonl]
+    .venv/bin/python benchmarks/routing_accuracy.py [--data FILE]
+
+The data defaults to the MMLU questions shipped with compllm (`compllm.mmlu.DEFAULT_MMLU_FILE`).
 
 Two measurements:
 1. the shipped registry (fitted by `compllm fit` on the fit part, 80%, of the file) on the
    held-out 20%, which is where `compllm bench build` takes its questions from;
 2. k-fold cross-validation over the whole file: each question is routed by a registry whose
    routing examples are the other folds' questions.
-Each is given for the eight domain experts (gold by `compllm.bench.mmlu.SUBJECT_DOMAINS`) and
+Each is given for the eight domain experts (gold by `compllm.mmlu.SUBJECT_DOMAINS`) and
 with the generalist's subjects (miscellaneous, global facts) included; for questions with their
 options (as benchmark sub-queries show them) and for the bare question.
 """
@@ -22,8 +24,8 @@ from collections.abc import Callable, Sequence
 from _common import write_json
 from langchain_core.embeddings import Embeddings
 
-from compllm.bench.mmlu import DEFAULT_MMLU_FILE, MMLUQuestion, load_mmlu, split_questions
 from compllm.calibrate import LabelledQuestion, routing_report, with_examples
+from compllm.mmlu import DEFAULT_MMLU_FILE, MMLUQuestion, load_mmlu, split_questions
 from compllm.models import EMBEDDED_EMBEDDINGS, ModelHub
 from compllm.registry import default_registry, default_registry_path, load_registry
 from compllm.router import ExpertRouter

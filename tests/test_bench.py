@@ -12,18 +12,18 @@ import pytest
 from compllm.api import CompLLM
 from compllm.bench.extract import extract_choice, extract_number
 from compllm.bench.metrics import percentile, summarize
-from compllm.bench.mmlu import (
-    SUBJECT_DOMAINS,
-    MMLUQuestion,
-    load_mmlu,
-    split_questions,
-)
 from compllm.bench.runner import RUNS_FILE, load_runs, run_suite
 from compllm.bench.suite import CompositeItem, build_suite, read_suite, write_suite
 from compllm.bench.systems import PartOutcome, SystemRun, match_parts, run_system
 from compllm.cli import main
 from compllm.decompose import decompose
 from compllm.errors import CompLLMError
+from compllm.mmlu import (
+    SUBJECT_DOMAINS,
+    MMLUQuestion,
+    load_mmlu,
+    split_questions,
+)
 from compllm.pool import ExpertPool
 from compllm.registry import parse_registry
 from tests.fakes import FakeProvider, ScriptedChatModel

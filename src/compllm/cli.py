@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from compllm import __version__
+from compllm import commands as subcommands
 from compllm.api import CompLLM, CompLLMResult
-from compllm.bench import commands as bench_commands
 from compllm.checkpoint import open_checkpointer
 from compllm.errors import CompLLMError
 from compllm.models import ModelProvider, default_hub
@@ -106,7 +106,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="write result.json, plan.mmd, plan.png/.svg and timeline.png/.svg into DIR",
     )
-    bench_commands.add_commands(commands)
+    subcommands.add_commands(commands)
     return parser
 
 
@@ -287,7 +287,7 @@ def main(
     try:
         if args.command == "ask":
             return _ask(args, (in_, out, err), provider)
-        return bench_commands.run_command(args, out, err, provider or _hub(err))
+        return subcommands.run_command(args, out, err, provider or _hub(err))
     except (CompLLMError, PlanError) as exc:
         print(f"compllm: error: {exc}", file=err)
         return 2

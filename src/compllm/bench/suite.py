@@ -20,7 +20,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from compllm.bench.mmlu import MMLUQuestion, by_domain
+from compllm.mmlu import MMLUQuestion, by_domain
 from compllm.plan import Plan, SubQuery
 
 __all__ = ["CompositeItem", "Part", "build_suite", "read_suite", "write_suite"]

@@ -1,8 +1,13 @@
-"""MMLU questions: loading (a JSONL file or the public dataset), the map from MMLU subjects to
-the built-in experts' domains, and a reproducible held-out split.
+"""MMLU questions: loading (the packaged file, any JSONL in the MMLU schema, or the public
+dataset), the map from MMLU subjects to the built-in experts' domains, and a reproducible
+held-out split.
 
-The subject map is the ground truth for routing accuracy. Subjects that belong to no single
-domain (`miscellaneous`, `global_facts`) map to the generalist.
+The package ships 3,476 MMLU test questions (`compllm/data/mmlu/`, MIT licence; its README
+says where they come from), so `compllm fit` and `compllm bench build` work from a fresh
+install. The subject map is the ground truth for routing accuracy. Subjects that belong to no
+single domain (`miscellaneous`, `global_facts`) map to the generalist. The split is shared by
+both commands: `compllm fit` learns routing examples from the fit part, benchmark suites draw
+from the held-out part.
 """
 
 from __future__ import annotations
@@ -30,7 +35,9 @@ __all__ = [
     "split_questions",
 ]
 
-DEFAULT_MMLU_FILE = Path("../shared/data/mmlu/mmlu_dev.jsonl")
+# Inside the package (wheel and source checkout alike): nothing outside the install is needed.
+DEFAULT_MMLU_FILE = Path(__file__).resolve().parent / "data" / "mmlu" / "mmlu_dev.jsonl"
+PACKAGED_NAME = "compllm/data/mmlu/mmlu_dev.jsonl (shipped with compllm)"
 LETTERS = "ABCDEFGHIJ"
 
 # Each built-in expert's MMLU subjects. Every one of MMLU's 57 subjects appears exactly once.
@@ -131,7 +138,9 @@ def load_mmlu(source: str | Path = DEFAULT_MMLU_FILE, *, split: str = "test") ->
             raise MMLULoadError(f"{path}: line {number}: {where}: {problem['msg']}") from None
     if not questions:
         raise MMLULoadError(f"{path}: no questions")
-    return LoadedQuestions(questions, str(path))
+    packaged = path.resolve() == DEFAULT_MMLU_FILE
+    # The packaged file is named the same on every machine (results record this string).
+    return LoadedQuestions(questions, PACKAGED_NAME if packaged else str(path))
 
 
 def _load_hub(dataset: str, split: str) -> LoadedQuestions:

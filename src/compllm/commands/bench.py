@@ -1,9 +1,11 @@
-"""`compllm fit` (router calibration) and `compllm bench` (build, run, report)."""
+"""`compllm bench build|run|report`: the benchmark harness's command line. Imported only when
+`compllm bench` runs (see `compllm.commands`)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -11,50 +13,24 @@ from langchain_core.messages import HumanMessage
 
 from compllm.api import CompLLM
 from compllm.bench.metrics import summarize
-from compllm.bench.mmlu import DEFAULT_MMLU_FILE, load_mmlu, split_questions
 from compllm.bench.report import markdown_table, write_report
 from compllm.bench.runner import RUNS_FILE, load_runs, run_suite
 from compllm.bench.suite import CompositeItem, build_suite, read_suite, write_suite
 from compllm.bench.systems import SYSTEMS, SystemName, SystemRun, run_system
-from compllm.calibrate import LabelledQuestion, fit_router, write_fitted_registry
 from compllm.errors import CompLLMError
-from compllm.models import EMBEDDED_EMBEDDINGS, ModelProvider, parameter_count
+from compllm.mmlu import DEFAULT_MMLU_FILE, load_mmlu, split_questions
+from compllm.models import ModelProvider, parameter_count
 from compllm.plan import Plan, SubQuery
 from compllm.pool import ExpertPool
-from compllm.registry import Registry, default_registry, default_registry_path, load_registry
+from compllm.registry import Registry, default_registry, load_registry
 from compllm.state import Context
 
-__all__ = ["add_commands", "run_command"]
+__all__ = ["main", "parser"]
 
 
-def add_commands(commands: Any) -> None:
-    fit = commands.add_parser(
-        "fit",
-        help="calibrate routing: fit examples and the threshold on labelled questions",
-        description="Fit routing examples and the threshold, report held-out routing accuracy "
-        "with a confusion matrix, and write the fitted registry.",
-    )
-    fit.add_argument(
-        "--data",
-        default=str(DEFAULT_MMLU_FILE),
-        help="MMLU JSONL (labelled by the subject map) or JSONL of {'text', 'expert'}",
-    )
-    fit.add_argument("--experts", metavar="FILE", help="registry to fit (default: built-in)")
-    fit.add_argument("--out", metavar="FILE", required=True, help="fitted registry to write")
-    fit.add_argument(
-        "--all-questions",
-        action="store_true",
-        help="use every MMLU question (default: only the fit part, 80%%, of the split in "
-        "compllm.bench.mmlu, so suites built from the other 20%% stay held out)",
-    )
-    fit.add_argument("--holdout", type=float, default=0.5, help="share held out for the report")
-    fit.add_argument("--seed", type=int, default=0)
-    fit.add_argument("--max-examples", type=int, help="most routing examples per expert")
-    fit.add_argument("--embedding-model", default=EMBEDDED_EMBEDDINGS)
-
-    bench = commands.add_parser(
-        "bench",
-        help="build a composite-query suite, run systems on it, report",
+def parser() -> argparse.ArgumentParser:
+    bench = argparse.ArgumentParser(
+        prog="compllm bench",
         description="MultiExpertQA-style benchmark: monolithic, comp-llm, sequential and "
         "oracle-plan on the same models and questions.",
     )
@@ -90,11 +66,11 @@ def add_commands(commands: Any) -> None:
     run.add_argument("--no-progress", action="store_true")
     report = steps.add_parser("report", help="write results.json, results.md and plots")
     report.add_argument("folder", metavar="DIR")
+    return bench
 
 
-def run_command(args: argparse.Namespace, out: TextIO, err: TextIO, provider: ModelProvider) -> int:
-    if args.command == "fit":
-        return _fit(args, out, provider)
+def main(argv: Sequence[str], out: TextIO, err: TextIO, provider: ModelProvider) -> int:
+    args = parser().parse_args(argv)
     if args.step == "build":
         return _build(args, out)
     if args.step == "run":
@@ -213,59 +189,4 @@ def _report(folder: Path, out: TextIO, provider: ModelProvider) -> int:
     written = write_report(folder, summary, runs, meta)
     print(markdown_table(summary), file=out)
     print("wrote " + ", ".join(str(p) for p in written), file=out)
-    return 0
-
-
-def _labelled(args: argparse.Namespace) -> tuple[list[LabelledQuestion], str]:
-    path = Path(args.data)
-    first = _first_row(path)
-    if "text" in first and "expert" in first:
-        rows = [json.loads(line) for line in path.read_text("utf-8").split("\n") if line.strip()]
-        questions = [LabelledQuestion(str(r["text"]), str(r["expert"])) for r in rows]
-        return questions, f"{len(questions)} labelled questions from {path}"
-    loaded = load_mmlu(path)
-    mmlu = loaded.questions
-    if not args.all_questions:
-        mmlu, _ = split_questions(mmlu)
-    questions = [LabelledQuestion(q.as_text(), q.domain) for q in mmlu if q.domain is not None]
-    half = "all" if args.all_questions else "the fit part"
-    return questions, f"{loaded.describe()}; {half}: {len(questions)} labelled by subject"
-
-
-def _first_row(path: Path) -> dict[str, Any]:
-    try:
-        with path.open(encoding="utf-8") as handle:
-            for line in handle:
-                if line.strip():
-                    row = json.loads(line)
-                    return row if isinstance(row, dict) else {}
-    except (OSError, ValueError) as exc:
-        raise CompLLMError(f"{path}: cannot read labelled questions ({exc})") from None
-    raise CompLLMError(f"{path}: no questions")
-
-
-def _fit(args: argparse.Namespace, out: TextIO, provider: ModelProvider) -> int:
-    source = Path(args.experts) if args.experts else default_registry_path()
-    # Without its current routing examples: the fit replaces them.
-    registry = load_registry(source, routing_examples=False)
-    questions, described = _labelled(args)
-    print(described, file=out)
-    result = fit_router(
-        registry,
-        provider.embeddings(args.embedding_model),
-        questions,
-        holdout=args.holdout,
-        seed=args.seed,
-        max_examples_per_expert=args.max_examples,
-    )
-    report = result.held_out
-    print(
-        f"held out: {report.total} questions; routing accuracy {report.accuracy:.3f} at "
-        f"threshold {report.threshold:.2f} ({report.to_generalist} to the generalist)",
-        file=out,
-    )
-    print("\n".join(report.render()), file=out)
-    target = Path(args.out)
-    examples = write_fitted_registry(source, target, result)
-    print(f"wrote {target} and {examples} ({len(result.examples)} routing examples)", file=out)
     return 0
