@@ -66,16 +66,32 @@ class Call:
         return self.messages[0].text if self.messages else ""
 
 
+# The call-time settings compllm's own local models take (`TransformersChatModel`, the
+# llama.cpp model): a fake standing in for them accepts these and, like any real LangChain
+# model, rejects every other keyword argument.
+LOCAL_MODEL_SETTINGS = frozenset(
+    ("max_new_tokens", "temperature", "top_p", "repetition_penalty", "json_schema")
+)
+
+
+def reject_unknown_settings(kwargs: dict[str, Any], accepted: frozenset[str]) -> None:
+    unknown = sorted(set(kwargs) - accepted)
+    if unknown:
+        raise TypeError(f"got an unexpected keyword argument {unknown[0]!r}")
+
+
 class ScriptedChatModel(BaseChatModel):
     """Answers with `respond(prompt_text, call)`; records every call with its interval.
 
     `respond` may raise to simulate a failing model; `delay_s` simulates generation time.
+    Keyword arguments other than `accepts` raise `TypeError`, as real models do.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     respond: Callable[[str, Call], str]
     delay_s: float = 0.0
+    accepts: frozenset[str] = LOCAL_MODEL_SETTINGS
     _calls: list[Call] = PrivateAttr(default_factory=list)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
@@ -94,6 +110,7 @@ class ScriptedChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
+        reject_unknown_settings(kwargs, self.accepts)
         call = Call(messages=list(messages), kwargs=kwargs, started=time.perf_counter())
         with self._lock:
             self._calls.append(call)
@@ -206,6 +223,7 @@ class BatchingChatModel(ScriptedChatModel):
     def generate_batch(
         self, conversations: list[list[BaseMessage]], **kwargs: Any
     ) -> list[AIMessage]:
+        reject_unknown_settings(kwargs, self.accepts)
         with self._lock:
             self._batches.append(len(conversations))
         if self.delay_s:

@@ -3,7 +3,7 @@
 import pytest
 
 from compllm.errors import PromptError
-from compllm.executor import quote_answer
+from compllm.experts import quote_answer
 from compllm.prompts import render_prompt
 
 

@@ -51,8 +51,8 @@ def test_a_toml_registry_loads_too(tmp_path):
         (('examples: ["What is 2+2?"]', "examples: 5"), "expert 'math': field 'examples'"),
         (("temperature: 0.2", "temperature: 9"), "expert 'math': field 'generation.temperature'"),
         (
-            ("    system_prompt: You are helpful.\n", ""),
-            "expert 'general': field 'system_prompt': Field required",
+            ("    system_prompt: You are helpful.\n", "    system_prompt: ''\n"),
+            "expert 'general': field 'system_prompt': String should have at least 1 character",
         ),
         (("name: math", "name: Math Expert"), "expert 'Math Expert': field 'name'"),
         (

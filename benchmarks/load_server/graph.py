@@ -12,5 +12,5 @@ from load import EchoExpert
 from compllm import build_graph
 
 graph = build_graph(
-    provider=SimulatedProvider(EchoExpert()), registry=SIMULATED_REGISTRY, name="load"
+    provider=SimulatedProvider(EchoExpert()), experts=SIMULATED_REGISTRY, name="load"
 )

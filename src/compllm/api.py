@@ -1,26 +1,33 @@
-"""The library API: `CompLLM.default().invoke("...")`."""
+"""The library API: `CompLLM.default().invoke("...")`, or with your own experts, planner
+and aggregator as LangChain/LangGraph objects:
+
+    app = CompLLM(experts=[Expert(name="calculator", description="...", model=my_function),
+                           Expert(name="history", description="...", model=ChatOpenAI(...))],
+                  planner=ChatOpenAI(...), aggregator=my_runnable)
+"""
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
+from types import TracebackType
 from typing import Any, Literal, cast
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import CompiledStateGraph
-from langgraph.types import Command, RetryPolicy, StateSnapshot
+from langgraph.types import Command, RetryPolicy, StateSnapshot, StreamMode
 from pydantic import BaseModel, ConfigDict
 
 from compllm.errors import ConfigError, QueryError
-from compllm.graph import build_graph
+from compllm.graph import build_graph, make_registry
 from compllm.models import ModelProvider, default_hub
 from compllm.plan import Plan, PlannerPath, clean_text
 from compllm.pool import ExpertPool, parse_bytes
-from compllm.registry import Registry, load_registry
+from compllm.registry import Expert, Registry, load_registry
 from compllm.review import CANCELLED_ANSWER
 from compllm.state import (
     Context,
@@ -28,6 +35,7 @@ from compllm.state import (
     PlannerAttempt,
     State,
     SubAnswer,
+    plan_data,
     state_answers,
     state_plan,
 )
@@ -67,6 +75,7 @@ class CompLLMResult(BaseModel):
     routes: list[RouteInfo]
     answers: list[SubAnswer]
     aggregation: str
+    aggregation_error: str | None = None
     timings: dict[str, float]
     thread_id: str | None = None
     review: dict[str, Any] | None = None
@@ -103,6 +112,7 @@ class CompLLMResult(BaseModel):
             ],
             answers=[answers[s.id] for s in plan.subqueries if s.id in answers],
             aggregation=state.get("aggregation", "none"),
+            aggregation_error=state.get("aggregation_error"),
             timings={**(state.get("timings") or {}), "total": total_s},
             thread_id=thread_id,
             review=review,
@@ -118,11 +128,18 @@ class CompLLM:
     With a checkpointer, a run's `thread_id` names it: invoking again with the same thread
     resumes a run that stopped (finished sub-queries are not recomputed) or returns the
     finished result, and a run paused for plan review continues with `resume`.
+
+    Use it as a context manager (or call `close`) to free the pool it made for itself.
     """
 
     def __init__(
         self,
         *,
+        experts: Sequence[Expert] | None = None,
+        generalist: str | None = None,
+        planner: Any = None,
+        router: Any = None,
+        aggregator: Any = None,
         registry: Registry | str | Path | None = None,
         context: Context | None = None,
         provider: ModelProvider | None = None,
@@ -130,26 +147,42 @@ class CompLLM:
         memory_budget: int | str | None = None,
         retry_policy: RetryPolicy | None = None,
         checkpointer: BaseCheckpointSaver[Any] | None = None,
+        allow_python: bool = False,
     ) -> None:
-        """registry: an expert registry or its file (default: the built-in experts).
+        """experts: your experts (`Expert` objects; their models may be reference strings,
+        chat models, Runnables, compiled graphs or functions); or `registry`: a registry or
+        its file (default: the built-in experts). `generalist` names the expert that takes
+        sub-queries no expert matches (default: the registry's, or the last expert).
+        planner / aggregator: a reference string, a chat model, a Runnable or a function
+        (default: `context.planner_model` / `context.aggregator_model`).
+        router: an `ExpertRouter` (default: one over the experts, by `context.embedding_model`).
         context: default run settings; keyword arguments of `invoke` override them.
-        provider / pool: where models come from and the pool that runs them.
+        provider / pool: where reference-string models come from and the pool that runs them.
         memory_budget: bytes or a size like "6GB" for the weights loaded at once (a pool of
         its own over `provider`, or over the default hub).
         checkpointer: saves each step of each run (see `compllm.open_checkpointer`); needed
-        for plan review and for resuming a stopped run."""
+        for plan review and for resuming a stopped run.
+        allow_python: let a registry file name Python objects (`python:pkg.mod:name`)."""
+        if experts is not None and registry is not None:
+            raise ValueError("give either experts or registry, not both")
         if isinstance(registry, str | Path):
-            registry = load_registry(registry)
-        self.registry = registry
+            registry = load_registry(registry, allow_python=allow_python)
+        self.registry = make_registry(experts if experts is not None else registry, generalist)
         self.context = context or Context()
+        self._own_pool: ExpertPool | None = None
         if memory_budget is not None:
             if pool is not None:
                 raise ValueError("give either pool or memory_budget, not both")
             budget = parse_bytes(memory_budget) if isinstance(memory_budget, str) else memory_budget
-            pool = ExpertPool(provider or default_hub(), memory_budget_bytes=budget)
+            pool = self._own_pool = ExpertPool(
+                provider or default_hub(), memory_budget_bytes=budget
+            )
         self.graph: CompiledStateGraph[State, Context, InputState, State] = build_graph(
             provider=None if pool is not None else provider,
-            registry=registry,
+            experts=self.registry,
+            planner=planner,
+            router=router,
+            aggregator=aggregator,
             pool=pool,
             retry_policy=retry_policy,
             checkpointer=checkpointer,
@@ -157,8 +190,26 @@ class CompLLM:
 
     @classmethod
     def default(cls) -> CompLLM:
-        """The built-in experts on the embedded SmolLM2 and MiniLM models (offline)."""
+        """The built-in experts on the embedded models (offline)."""
         return cls()
+
+    def close(self) -> None:
+        """Free what this object made for itself (the pool of `memory_budget=`); shared
+        pools and models stay."""
+        if self._own_pool is not None:
+            self._own_pool.close()
+            self._own_pool = None
+
+    def __enter__(self) -> CompLLM:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.close()
 
     def invoke(
         self,
@@ -170,23 +221,7 @@ class CompLLM:
     ) -> CompLLMResult:
         """Answer `query`. Keyword arguments override `Context` fields for this run; a given
         `plan` (validated, routed as usual) replaces the planner."""
-        result: CompLLMResult | None = None
-        for kind, payload in self.stream(query, plan=plan, thread_id=thread_id, **context):
-            if kind == "result":
-                result = payload
-        assert result is not None
-        return result
-
-    def resume(self, thread_id: str, decision: Any = "approve", **context: Any) -> CompLLMResult:
-        """Continue a run paused for plan review with the reviewer's decision: "approve",
-        {"plan": {...}} (an edited plan, validated and routed) or "cancel". An unusable
-        decision pauses the run again, with the error in `result.review["error"]`."""
-        result: CompLLMResult | None = None
-        for kind, payload in self.stream_resume(thread_id, decision, **context):
-            if kind == "result":
-                result = payload
-        assert result is not None
-        return result
+        return _last_result(self.stream(query, plan=plan, thread_id=thread_id, **context))
 
     async def ainvoke(
         self,
@@ -196,16 +231,19 @@ class CompLLM:
         thread_id: str | None = None,
         **context: Any,
     ) -> CompLLMResult:
-        """`invoke` for async applications (the nodes run on the event loop's executor)."""
-        started = time.perf_counter()
-        run_context = self._run_context(context)
-        thread_id = thread_id or uuid.uuid4().hex
-        config = _config(thread_id)
-        graph_input = self._input_for_thread(query, plan, config)
-        if isinstance(graph_input, CompLLMResult):
-            return graph_input
-        state = await self.graph.ainvoke(graph_input, config=config, context=run_context)
-        return self._result(config, state, time.perf_counter() - started)
+        """`invoke` for async applications."""
+        result: CompLLMResult | None = None
+        async for kind, payload in self.astream(query, plan=plan, thread_id=thread_id, **context):
+            if kind == "result":
+                result = payload
+        assert result is not None
+        return result
+
+    def resume(self, thread_id: str, decision: Any = "approve", **context: Any) -> CompLLMResult:
+        """Continue a run paused for plan review with the reviewer's decision: "approve",
+        {"plan": {...}} (an edited plan, validated and routed) or "cancel". An unusable
+        decision pauses the run again, with the error in `result.review["error"]`."""
+        return _last_result(self.stream_resume(thread_id, decision, **context))
 
     def stream(
         self,
@@ -218,14 +256,35 @@ class CompLLM:
         """Yield (kind, payload) while the run goes: ("update", {node: update}) for each
         node that finishes, ("event", {...}) when a sub-query starts or ends, ("review",
         request) when the run pauses for plan review, and finally ("result", CompLLMResult)."""
-        run_context = self._run_context(context)
-        thread_id = thread_id or uuid.uuid4().hex
-        config = _config(thread_id)
-        graph_input = self._input_for_thread(query, plan, config)
-        if isinstance(graph_input, CompLLMResult):
-            yield "result", graph_input
+        start = self._start(query, plan, thread_id, context)
+        if isinstance(start, CompLLMResult):
+            yield "result", start
             return
-        yield from self._stream(graph_input, config, run_context)
+        yield from self._run(*start)
+
+    async def astream(
+        self,
+        query: str,
+        *,
+        plan: Plan | None = None,
+        thread_id: str | None = None,
+        **context: Any,
+    ) -> AsyncIterator[tuple[str, Any]]:
+        """`stream` for async applications (async models are awaited on the event loop)."""
+        start = self._start(query, plan, thread_id, context)
+        if isinstance(start, CompLLMResult):
+            yield "result", start
+            return
+        graph_input, config, run_context = start
+        started = time.perf_counter()
+        state: dict[str, Any] = {}
+        async for chunk in self.graph.astream(
+            graph_input, config=config, context=run_context, stream_mode=_STREAM_MODES
+        ):
+            state, item = _read_chunk(chunk, state)
+            if item is not None:
+                yield item
+        yield "result", self._result(config, state, time.perf_counter() - started)
 
     def stream_resume(
         self, thread_id: str, decision: Any = "approve", **context: Any
@@ -235,7 +294,7 @@ class CompLLM:
         snapshot = self._snapshot(config)
         if snapshot is None or not snapshot.interrupts:
             raise QueryError(f"thread {thread_id!r} has no run waiting for a plan review")
-        yield from self._stream(Command(resume=decision), config, self._run_context(context))
+        yield from self._run(Command(resume=decision), config, self._run_context(context))
 
     def result(self, thread_id: str) -> CompLLMResult | None:
         """What a thread's run has produced so far (None when it has not planned yet)."""
@@ -246,6 +305,42 @@ class CompLLM:
         return CompLLMResult.from_state(snapshot.values, 0.0, thread_id=thread_id, review=review)
 
     # -- internals -------------------------------------------------------------------------
+
+    def _run(
+        self, graph_input: Any, config: RunnableConfig, context: Context
+    ) -> Iterator[tuple[str, Any]]:
+        started = time.perf_counter()
+        state: dict[str, Any] = {}
+        for chunk in self.graph.stream(
+            graph_input, config=config, context=context, stream_mode=_STREAM_MODES
+        ):
+            state, item = _read_chunk(chunk, state)
+            if item is not None:
+                yield item
+        yield "result", self._result(config, state, time.perf_counter() - started)
+
+    def _start(
+        self, query: str, plan: Plan | None, thread_id: str | None, overrides: dict[str, Any]
+    ) -> tuple[Any, RunnableConfig, Context] | CompLLMResult:
+        """What a run starts from (graph input, config, context), or the result a thread
+        already has. The graph input is None to resume the thread's stopped run."""
+        run_context = self._run_context(overrides)
+        config = _config(thread_id or uuid.uuid4().hex)
+        graph_input = _input(query, plan)
+        snapshot = self._snapshot(config)
+        if snapshot is None:
+            return graph_input, config, run_context
+        held = snapshot.values.get("query")
+        if held != graph_input["query"]:
+            raise QueryError(
+                f"thread {config['configurable']['thread_id']!r} holds another query "
+                f"({held!r}); use a new thread id"
+            )
+        if snapshot.interrupts or not snapshot.next:
+            result = self.result(config["configurable"]["thread_id"])
+            if result is not None:
+                return result
+        return None, config, run_context  # resume: LangGraph reruns only what had not finished
 
     def _run_context(self, overrides: dict[str, Any]) -> Context:
         context = replace(self.context, **overrides)
@@ -262,48 +357,6 @@ class CompLLM:
         snapshot = self.graph.get_state(config)
         return snapshot if snapshot.created_at is not None else None
 
-    def _input_for_thread(
-        self, query: str, plan: Plan | None, config: RunnableConfig
-    ) -> InputState | CompLLMResult | None:
-        """The graph input for `query` on this thread: a fresh start, None to resume the
-        thread's stopped run, or the result it already has."""
-        graph_input = _input(query, plan)
-        snapshot = self._snapshot(config)
-        if snapshot is None:
-            return graph_input
-        thread_id = config["configurable"]["thread_id"]
-        if snapshot.values.get("query") != graph_input["query"]:
-            raise QueryError(
-                f"thread {thread_id!r} holds another query "
-                f"({snapshot.values.get('query')!r}); use a new thread id"
-            )
-        if snapshot.interrupts or not snapshot.next:
-            result = self.result(thread_id)
-            if result is not None:
-                return result
-        return None  # resume: LangGraph reruns only what had not finished
-
-    def _stream(
-        self, graph_input: Any, config: RunnableConfig, context: Context
-    ) -> Iterator[tuple[str, Any]]:
-        started = time.perf_counter()
-        state: dict[str, Any] = {}
-        for mode, payload in self.graph.stream(
-            graph_input,
-            config=config,
-            context=context,
-            stream_mode=["updates", "custom", "values"],
-        ):
-            if mode == "values":
-                state = cast(dict[str, Any], payload)
-            elif mode == "custom":
-                yield "event", payload
-            elif "__interrupt__" in (update := cast(dict[str, Any], payload)):
-                yield "review", update["__interrupt__"][0].value
-            else:
-                yield "update", update
-        yield "result", self._result(config, state, time.perf_counter() - started)
-
     def _result(
         self, config: RunnableConfig, state: dict[str, Any], total_s: float
     ) -> CompLLMResult:
@@ -316,6 +369,31 @@ class CompLLM:
         return CompLLMResult.from_state(state, total_s, thread_id=thread_id, review=review)
 
 
+_STREAM_MODES: list[StreamMode] = ["updates", "custom", "values"]
+
+
+def _read_chunk(chunk: Any, state: dict[str, Any]) -> tuple[dict[str, Any], tuple[str, Any] | None]:
+    """(the latest state, the item `stream` yields for this chunk, if any)."""
+    mode, payload = chunk
+    if mode == "values":
+        return cast(dict[str, Any], payload), None
+    if mode == "custom":
+        return state, ("event", payload)
+    update = cast(dict[str, Any], payload)
+    if "__interrupt__" in update:
+        return state, ("review", update["__interrupt__"][0].value)
+    return state, ("update", update)
+
+
+def _last_result(items: Iterator[tuple[str, Any]]) -> CompLLMResult:
+    result: CompLLMResult | None = None
+    for kind, payload in items:
+        if kind == "result":
+            result = payload
+    assert result is not None
+    return result
+
+
 def _config(thread_id: str) -> RunnableConfig:
     return {"configurable": {"thread_id": thread_id}}
 
@@ -326,4 +404,4 @@ def _input(query: str, plan: Plan | None) -> InputState:
     query = clean_text(query)
     if plan is None:
         return InputState(query=query.strip())
-    return InputState(query=query.strip(), plan=plan)
+    return InputState(query=query.strip(), plan=plan_data(plan))  # type: ignore[typeddict-item]

@@ -198,7 +198,7 @@ def _show_run(events: Iterator[tuple[str, Any]], args: argparse.Namespace, out: 
         elif args.json:
             continue
         elif kind == "update" and "plan" in (update := _node_update(payload, "route", "review")):
-            plan: Plan = update["plan"]
+            plan = Plan.from_data(update["plan"])
             print(f"Plan ({len(plan)} sub-queries):", file=out)
             print("\n".join(render_plan_tree(plan)), file=out, flush=True)
             print(file=out)

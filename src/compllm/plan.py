@@ -111,6 +111,18 @@ class Plan(BaseModel):
         return cls.model_construct(subqueries=items)
 
     @classmethod
+    def from_data(cls, data: Plan | Mapping[str, object]) -> Plan:
+        """A plan restored from state (`model_dump(mode="json")`): structure checked again,
+        but not the size limit, which was checked, with the limit in force then, when the
+        plan was first built."""
+        if isinstance(data, Plan):
+            return data
+        subqueries = data.get("subqueries")
+        if not isinstance(subqueries, list | tuple):
+            raise PlanError("a stored plan needs a 'subqueries' list")
+        return cls.build(subqueries, max_subqueries=max(1, len(subqueries)))
+
+    @classmethod
     def single(cls, question: str) -> Plan:
         """The one-node plan for a query that has only one part."""
         return cls.build([SubQuery(id="q1", question=question)])

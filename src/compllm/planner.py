@@ -11,27 +11,20 @@ from __future__ import annotations
 
 import json
 import re
-import time
-from contextlib import nullcontext
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
-from langgraph.runtime import Runtime
 from pydantic import ValidationError
 
 from compllm.decompose import decompose, explicit_parts
-from compllm.errors import CompLLMError, QueryError
+from compllm.errors import CompLLMError
 from compllm.plan import Plan, PlanError, PlannerPath, SubQuery
 from compllm.prompts import render_prompt
-from compllm.state import Context, NodeFunction, PlannerAttempt, State
-
-if TYPE_CHECKING:
-    from compllm.services import Services
+from compllm.state import PlannerAttempt
 
 __all__ = [
     "llm_plan_schema",
-    "make_plan_node",
     "parse_plan",
     "plan_query",
     "planner_token_budget",
@@ -254,48 +247,3 @@ def _check_against_query(plan: Plan, query: str) -> None:
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
-
-
-def make_plan_node(services: Services) -> NodeFunction[State]:
-    """The planner node: writes `plan`, `planner_path` and `planner_attempts`."""
-
-    def plan(state: State, *, runtime: Runtime[Context]) -> dict[str, Any]:
-        context = runtime.context or Context()
-        started = time.perf_counter()
-        if len(state["query"]) > context.max_query_chars:
-            raise QueryError(
-                f"the query is {len(state['query'])} characters long; the limit is "
-                f"{context.max_query_chars} (Context.max_query_chars)"
-            )
-        run = {"run_started_at": state.get("run_started_at") or time.time()}
-        if state.get("plan") is not None:
-            raw, limit = state["plan"], {"max_subqueries": context.max_subqueries}
-            # Studio and the server send the plan as JSON; the library sends a `Plan`.
-            items = (
-                raw.subqueries
-                if isinstance(raw, Plan)
-                else Plan.model_validate(raw, context=limit).subqueries
-            )
-            given = Plan.build(items, max_subqueries=context.max_subqueries)
-            return {"plan": given, "planner_path": "given", "timings": {"plan": 0.0}, **run}
-        with (
-            nullcontext(None)
-            if context.planner_mode == "rules"
-            else services.pool.lease(context.planner_model)
-        ) as llm:
-            result, path, attempts = plan_query(
-                state["query"],
-                llm,
-                max_subqueries=context.max_subqueries,
-                max_new_tokens=context.planner_max_new_tokens,
-                allow_fallback=context.planner_mode != "llm",
-            )
-        return {
-            "plan": result,
-            "planner_path": path,
-            "planner_attempts": attempts,
-            "timings": {"plan": time.perf_counter() - started},
-            **run,
-        }
-
-    return plan

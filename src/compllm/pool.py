@@ -12,6 +12,11 @@
   models (fakes, remote endpoints) run their calls concurrently, one per thread.
 - Priority: queued calls leave in priority order. The executor passes each sub-query's
   remaining critical path, so when capacity is scarce the critical path goes first.
+- Tracing: each call carries the run's config. A call made alone is `model.invoke(messages,
+  config)`, so callbacks, LangSmith and LangGraph's `stream_mode="messages"` see its tokens.
+  A batched call is one `generate_batch` for several sub-queries; each of them is still
+  reported to its own run's callbacks as one chat-model run, with its whole message at the
+  end (batched sequences do not stream token by token).
 
 The budget counts model weights (parameters and buffers, measured after load), not
 activations or KV caches: leave headroom for those.
@@ -31,10 +36,13 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
+from langchain_core.callbacks import CallbackManager
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGeneration, LLMResult
+from langchain_core.runnables import RunnableConfig, ensure_config
 
 from compllm.errors import ModelBudgetError
 from compllm.models import ModelProvider
@@ -51,6 +59,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 ModelKey = tuple[str, bool]  # (reference, trust_remote_code)
+_Result = TypeVar("_Result")
 
 
 @runtime_checkable
@@ -90,6 +99,7 @@ class _Request:
     settings: dict[str, Any] = field(compare=False)
     max_batch: int = field(compare=False)
     future: concurrent.futures.Future[AIMessage] = field(compare=False)
+    config: RunnableConfig | None = field(default=None, compare=False)
 
     @property
     def batch_key(self) -> tuple[tuple[str, Any], ...]:
@@ -164,15 +174,18 @@ class ExpertPool:
         trust_remote_code: bool = False,
         priority: float = 0.0,
         max_batch_size: int | None = None,
+        config: RunnableConfig | None = None,
     ) -> concurrent.futures.Future[AIMessage]:
         """Queue one call; the future holds the model's message. Cancelling a future that
-        has not started removes the call from the queue."""
+        has not started removes the call from the queue. `config` is the run's config
+        (callbacks, tags, metadata) for this call."""
         request = _Request(
             sort_key=(-priority, next(self._sequence)),
             messages=messages,
             settings=dict(settings or {}),
             max_batch=max(1, min(max_batch_size or self.max_batch_size, self.max_batch_size)),
             future=concurrent.futures.Future(),
+            config=config,
         )
         with self._cond:
             lane = self._lane((ref, trust_remote_code))
@@ -192,6 +205,7 @@ class ExpertPool:
         trust_remote_code: bool = False,
         priority: float = 0.0,
         max_batch_size: int | None = None,
+        config: RunnableConfig | None = None,
     ) -> AIMessage:
         """`call` for async code. A loaded model with a native async implementation that
         does not batch (a remote endpoint) is awaited right here, on the event loop, so a
@@ -211,11 +225,12 @@ class ExpertPool:
                     trust_remote_code=trust_remote_code,
                     priority=priority,
                     max_batch_size=max_batch_size,
+                    config=config,
                 )
             )
         try:
             assert lane.model is not None
-            return await lane.model.ainvoke(list(messages), **(settings or {}))
+            return await lane.model.ainvoke(list(messages), config, **(settings or {}))
         finally:
             with self._cond:
                 lane.running -= 1
@@ -235,6 +250,19 @@ class ExpertPool:
                 lane.leases -= 1
                 lane.last_used = time.monotonic()
                 self._cond.notify_all()
+
+    def submit(
+        self, function: Callable[..., _Result], /, *args: Any
+    ) -> concurrent.futures.Future[_Result]:
+        """Run `function(*args)` on the pool's threads: calls to model objects the pool does
+        not manage (a user's chat model, agent or function), so a sync run can stop waiting
+        for them at their timeout."""
+        return self._threads.submit(function, *args)
+
+    def close(self) -> None:
+        """Stop the pool's threads (after the calls already running) and free every model."""
+        self._threads.shutdown(wait=True, cancel_futures=True)
+        self.unload_all()
 
     def stats(self) -> PoolStats:
         with self._cond:
@@ -314,11 +342,12 @@ class ExpertPool:
     def _run(self, lane: _Lane, model: BaseChatModel, batch: list[_Request]) -> None:
         try:
             if len(batch) > 1:
-                messages = model.generate_batch(  # type: ignore[attr-defined]
-                    [list(r.messages) for r in batch], **batch[0].settings
-                )
+                messages = _traced_batch(model, batch)
             else:
-                messages = [model.invoke(list(batch[0].messages), **batch[0].settings)]
+                request = batch[0]
+                messages = [
+                    model.invoke(list(request.messages), request.config, **request.settings)
+                ]
         except BaseException as exc:  # not only Exception: an unresolved future waits forever
             for request in batch:
                 request.future.set_exception(exc)
@@ -425,6 +454,38 @@ def parse_bytes(text: str) -> int:
         raise ValueError(f"not a memory size: {text!r} (examples: 6GB, 512MiB, 1.5G)")
     unit = match.group(2) or ""
     return int(float(match.group(1)) * {**_UNITS, **_BINARY_UNITS}[unit])
+
+
+def _traced_batch(model: BaseChatModel, batch: list[_Request]) -> list[AIMessage]:
+    """One `generate_batch` for the batch, reported to each request's callbacks as a chat
+    model run of its own (start, then the whole message or the error)."""
+    runs = []
+    for request in batch:
+        config = ensure_config(request.config)
+        manager = CallbackManager.configure(
+            inheritable_callbacks=config.get("callbacks"),
+            inheritable_tags=config.get("tags"),
+            inheritable_metadata=config.get("metadata"),
+        )
+        runs.append(
+            manager.on_chat_model_start(
+                {"name": type(model).__name__},
+                [list(request.messages)],
+                name=config.get("run_name"),
+                invocation_params=request.settings,
+            )[0]
+        )
+    try:
+        messages: list[AIMessage] = model.generate_batch(  # type: ignore[attr-defined]
+            [list(r.messages) for r in batch], **batch[0].settings
+        )
+    except BaseException as exc:
+        for run in runs:
+            run.on_llm_error(exc)
+        raise
+    for run, message in zip(runs, messages, strict=True):
+        run.on_llm_end(LLMResult(generations=[[ChatGeneration(message=message)]]))
+    return messages
 
 
 def _can_batch(model: object) -> bool:

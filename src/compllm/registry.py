@@ -7,21 +7,30 @@ message naming the file, the expert and the field, so nothing runs half configur
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import tomllib
+from collections.abc import Callable
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from compllm.errors import RegistryError
 
 __all__ = [
     "EMBEDDED_CHAT_MODEL",
-    "ExpertSpec",
+    "Expert",
     "GenerationSettings",
     "Registry",
     "default_registry",
@@ -46,20 +55,38 @@ class GenerationSettings(BaseModel):
     repetition_penalty: float = Field(default=1.1, ge=1.0, le=2.0)
 
 
-class ExpertSpec(BaseModel):
-    """One domain expert: its routing profile and the model that answers for it."""
+class Expert(BaseModel):
+    """One domain expert: its routing profile and what answers for it.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    `model` is any of:
+    - a reference string: a hub id, a local path, `embedded:*`, `openai:MODEL@URL`, the
+      built-in `builtin:calculator`, or (only when the registry is loaded with
+      `allow_python=True`) `python:package.module:name` / `python:package.module:factory()`;
+    - a LangChain chat model object (`ChatOpenAI(...)`, `ChatHuggingFace(...)`, ...);
+    - any `Runnable`: a chain, a `@tool`, a compiled LangGraph graph (a ReAct agent);
+    - a plain Python function, sync or async.
+    `compllm.experts` documents what each kind receives and may return.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,39}$")
     description: str = Field(min_length=1)
     examples: tuple[str, ...] = Field(default=(), description="Example questions for routing.")
-    model: str = Field(
-        default=EMBEDDED_CHAT_MODEL, min_length=1, description="Hub id, local path or embedded:*"
+    model: Any = Field(
+        default=EMBEDDED_CHAT_MODEL,
+        description="Reference string, chat model, Runnable or function (see the class doc).",
     )
-    backend: Literal["transformers"] = "transformers"
-    system_prompt: str = Field(min_length=1)
-    generation: GenerationSettings = GenerationSettings()
+    system_prompt: str | None = Field(
+        default=None,
+        min_length=1,
+        description="System message of a chat-model expert (default: from the description).",
+    )
+    generation: GenerationSettings = Field(
+        default_factory=GenerationSettings,
+        description="Decoding settings. For a chat model object only the fields set here are "
+        "applied (through its own fields); its other settings stay as the object has them.",
+    )
     trust_remote_code: bool = False
     max_concurrency: int | None = Field(
         default=None, ge=1, description="Most calls of this expert running at once in a run."
@@ -69,6 +96,50 @@ class ExpertSpec(BaseModel):
         description="Expert that answers when this one's calls all fail (e.g. a local model "
         "behind a remote endpoint).",
     )
+    accepts: Callable[[str], bool] | None = Field(
+        default=None,
+        exclude=True,
+        description="Applicability check: when set, the router sends a sub-query to this "
+        "expert exactly when it returns True (before any similarity), and never otherwise.",
+    )
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model_kind(cls, value: object) -> object:
+        if isinstance(value, str):
+            if not value.strip():
+                raise ValueError("must not be empty")
+            return value.strip()
+        if callable(value) or _is_runnable(value):
+            return value
+        raise ValueError(
+            "must be a reference string, a LangChain chat model, a Runnable or a function, "
+            f"not {type(value).__name__}"
+        )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _builtin(cls, data: object) -> object:
+        # `builtin:*` names a model that ships with compllm; its applicability check comes
+        # with it unless the expert names its own.
+        if isinstance(data, dict) and isinstance(data.get("model"), str):
+            builtin = _builtin_model(data["model"])
+            if builtin is not None:
+                model, accepts = builtin
+                data = {**data, "model": model, "accepts": data.get("accepts") or accepts}
+        return data
+
+    @property
+    def reference(self) -> str | None:
+        """The model's reference string (loaded by the model hub), or None for an object."""
+        return self.model if isinstance(self.model, str) else None
+
+    @property
+    def prompt(self) -> str:
+        """The system message a chat-model expert gets."""
+        return self.system_prompt or (
+            f"You are an expert in: {self.description} Answer the question precisely and briefly."
+        )
 
     @property
     def profile_texts(self) -> list[str]:
@@ -85,7 +156,7 @@ class Registry(BaseModel):
     threshold: float = Field(
         default=0.1, ge=-1.0, le=1.0, description="Minimum routing score; below it, generalist."
     )
-    experts: tuple[ExpertSpec, ...] = Field(min_length=1)
+    experts: tuple[Expert, ...] = Field(min_length=1)
     routing_examples: str | None = Field(
         default=None,
         description="JSONL file of more example questions ({'expert', 'text'} per line), "
@@ -117,7 +188,7 @@ class Registry(BaseModel):
     def names(self) -> list[str]:
         return [e.name for e in self.experts]
 
-    def expert(self, name: str) -> ExpertSpec:
+    def expert(self, name: str) -> Expert:
         for spec in self.experts:
             if spec.name == name:
                 return spec
@@ -129,9 +200,13 @@ class Registry(BaseModel):
         return hashlib.sha256(json.dumps(profiles).encode()).hexdigest()[:16]
 
 
-def load_registry(path: str | Path, *, routing_examples: bool = True) -> Registry:
+def load_registry(
+    path: str | Path, *, routing_examples: bool = True, allow_python: bool = False
+) -> Registry:
     """Read and validate a registry file (`.yaml`, `.yml` or `.toml`); `routing_examples`
-    False leaves out the examples of its `routing_examples` file (to fit new ones)."""
+    False leaves out the examples of its `routing_examples` file (to fit new ones).
+    `allow_python` lets experts name Python objects (`model: "python:pkg.mod:name"`), which
+    imports and runs that code: like `trust_remote_code`, only for files you trust."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -144,14 +219,21 @@ def load_registry(path: str | Path, *, routing_examples: bool = True) -> Registr
         source=str(path),
         fmt=path.suffix.lower().lstrip("."),
         base=path.parent if routing_examples else None,
+        allow_python=allow_python,
     )
 
 
 def parse_registry(
-    text: str, *, source: str, fmt: str = "yaml", base: Path | None = None
+    text: str,
+    *,
+    source: str,
+    fmt: str = "yaml",
+    base: Path | None = None,
+    allow_python: bool = False,
 ) -> Registry:
     """Validate registry text. `fmt` is 'yaml', 'yml' or 'toml'; `base` is the folder that
-    a `routing_examples` file is relative to (None: do not read that file)."""
+    a `routing_examples` file is relative to (None: do not read that file); `allow_python`
+    as in `load_registry`."""
     try:
         data: Any = tomllib.loads(text) if fmt == "toml" else yaml.safe_load(text)
     except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
@@ -162,6 +244,7 @@ def parse_registry(
         )
     if base is not None and isinstance(data.get("routing_examples"), str):
         data = _with_routing_examples(data, base / data["routing_examples"], source)
+    data = _with_python_models(data, source, allow=allow_python)
     try:
         return Registry.model_validate({**data, "source": source})
     except ValidationError as exc:
@@ -209,6 +292,65 @@ def _with_routing_examples(data: dict[str, Any], path: Path, source: str) -> dic
     return {**data, "experts": merged}
 
 
+_PYTHON_PREFIX = "python:"
+
+
+def _with_python_models(data: dict[str, Any], source: str, *, allow: bool) -> dict[str, Any]:
+    """The registry data with `python:` model references replaced by the objects they name."""
+    experts = data.get("experts")
+    if not isinstance(experts, list):
+        return data
+    resolved = []
+    for entry in experts:
+        ref = entry.get("model") if isinstance(entry, dict) else None
+        if isinstance(ref, str) and ref.startswith(_PYTHON_PREFIX):
+            name = entry.get("name", "?")
+            if not allow:
+                raise RegistryError(
+                    f"{source}: expert '{name}': model {ref!r} imports and runs Python code; "
+                    "load the registry with allow_python=True (CLI: --allow-python, server: "
+                    "COMPLLM_ALLOW_PYTHON=1) if you trust it"
+                )
+            entry = {**entry, "model": _import_object(ref, f"{source}: expert '{name}'")}
+        resolved.append(entry)
+    return {**data, "experts": resolved}
+
+
+def _import_object(ref: str, where: str) -> Any:
+    """`python:pkg.mod:name` -> the object; `python:pkg.mod:factory()` -> what it returns."""
+    target = ref.removeprefix(_PYTHON_PREFIX).strip()
+    module_name, _, attribute = target.partition(":")
+    call = attribute.endswith("()")
+    attribute = attribute.removesuffix("()")
+    if not module_name or not attribute.isidentifier():
+        raise RegistryError(f"{where}: expected python:package.module:name, got {ref!r}")
+    try:
+        module = importlib.import_module(module_name)
+        value = getattr(module, attribute)
+        return value() if call else value
+    except (ImportError, AttributeError) as exc:
+        raise RegistryError(f"{where}: cannot import {ref!r}: {exc}") from None
+
+
+def _builtin_model(ref: str) -> tuple[Any, Callable[[str], bool] | None] | None:
+    """The object and applicability check of a `builtin:*` reference (None otherwise)."""
+    if not ref.startswith("builtin:"):
+        return None
+    name = ref.removeprefix("builtin:")
+    if name == "calculator":
+        from compllm.calculator import Calculator
+
+        calculator = Calculator()
+        return calculator, calculator.accepts
+    raise ValueError(f"unknown built-in model {ref!r} (built-in: builtin:calculator)")
+
+
+def _is_runnable(value: object) -> bool:
+    from langchain_core.runnables import Runnable
+
+    return isinstance(value, Runnable)
+
+
 def _syntax_problem(exc: Exception) -> str:
     mark = getattr(exc, "problem_mark", None)
     problem = getattr(exc, "problem", None)
@@ -247,3 +389,6 @@ def default_registry() -> Registry:
     path = default_registry_path()
     text = path.read_text(encoding="utf-8")
     return parse_registry(text, source="compllm:data/experts.yaml", base=path.parent)
+
+
+ExpertSpec = Expert  # transitional alias while the expert-call path moves to `Expert`

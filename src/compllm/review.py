@@ -11,27 +11,21 @@ With `Context.review_plan` on, the `review` node interrupts the run with the rou
 - `"cancel"`: end the run without calling any expert.
 
 A decision that cannot be used (bad JSON shape, a cycle, an unknown expert) does not fail the
-run: the node interrupts again with the error, so the reviewer can correct it.
+run: the node interrupts again with the error, so the reviewer can correct it. (The node is
+`compllm.nodes.review`.)
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-from langgraph.runtime import Runtime
-from langgraph.types import Command, interrupt
 from pydantic import ValidationError
 
-from compllm.errors import RegistryError
 from compllm.plan import Plan, PlanError
-from compllm.router import route_plan
 from compllm.state import Context, State, state_plan
 
-if TYPE_CHECKING:
-    from compllm.services import Services
-
-__all__ = ["ReviewDecision", "make_review_node", "parse_decision", "review_request"]
+__all__ = ["CANCELLED_ANSWER", "ReviewDecision", "parse_decision", "review_request"]
 
 ReviewDecision = Literal["approve", "edit", "cancel"]
 CANCELLED_ANSWER = "The plan was cancelled by its reviewer; no expert was called."
@@ -101,35 +95,3 @@ def _plan(data: Any, max_subqueries: int) -> Plan:
             f"{'.'.join(str(p) for p in e['loc']) or 'sub-query'}: {e['msg']}" for e in exc.errors()
         )
         raise PlanError(f"the edited plan is not valid: {problems}") from None
-
-
-def make_review_node(services: Services) -> Any:
-    """The `review` node: interrupts with the plan until it gets a usable decision, then
-    goes on to the executor the run's context names (or ends, when cancelled)."""
-
-    def review(
-        state: State, *, runtime: Runtime[Context]
-    ) -> Command[Literal["execute", "schedule", "__end__"]]:
-        context = runtime.context or Context()
-        router = services.router(context)
-        executor: Literal["execute", "schedule"] = (
-            "schedule" if context.executor == "waves" else "execute"
-        )
-        error: str | None = None
-        while True:  # each retry is a new interrupt of this node, answered in turn
-            decision = interrupt(review_request(state, context, router.registry.names, error))
-            try:
-                action, edited = parse_decision(decision, max_subqueries=context.max_subqueries)
-                if action == "cancel":
-                    return Command(
-                        goto="__end__",  # END, spelled as its literal type
-                        update={"final_answer": CANCELLED_ANSWER, "aggregation": "none"},
-                    )
-                if edited is None:
-                    return Command(goto=executor)
-                plan = route_plan(edited, router, threshold=context.routing_threshold)
-                return Command(goto=executor, update={"plan": plan})
-            except (PlanError, RegistryError) as exc:
-                error = str(exc)
-
-    return review

@@ -14,25 +14,19 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 from langchain_core.embeddings import Embeddings
-from langgraph.runtime import Runtime
 
 from compllm.errors import RegistryError
 from compllm.models import cache_dir
 from compllm.plan import Plan
 from compllm.registry import Registry
-from compllm.state import Context, NodeFunction, State, state_plan
 
-if TYPE_CHECKING:
-    from compllm.services import Services
-
-__all__ = ["ExpertRouter", "Route", "make_route_node", "route_plan"]
+__all__ = ["ExpertRouter", "Route", "route_plan"]
 
 
 class Route(NamedTuple):
@@ -117,12 +111,19 @@ class ExpertRouter:
     def route(self, questions: Sequence[str], *, threshold: float | None = None) -> list[Route]:
         """The chosen expert and all scores for each question."""
         limit = self.registry.threshold if threshold is None else threshold
+        checked = [e for e in self.registry.experts if e.accepts is not None]
         routes = []
-        for scores in self.scores(questions):
-            best = max(scores, key=lambda name: scores[name])
-            routes.append(
-                Route(best if scores[best] >= limit else self.registry.generalist, scores)
-            )
+        for question, scores in zip(questions, self.scores(questions), strict=True):
+            # An expert with an applicability check takes what it accepts and nothing else.
+            claimed = next((e.name for e in checked if e.accepts and e.accepts(question)), None)
+            if claimed is not None:
+                routes.append(Route(claimed, scores))
+                continue
+            eligible = {n: s for n, s in scores.items() if n not in {e.name for e in checked}}
+            best = max(eligible, key=lambda name: eligible[name], default=None)
+            if best is None or eligible[best] < limit:
+                best = self.registry.generalist
+            routes.append(Route(best, scores))
         return routes
 
 
@@ -151,17 +152,3 @@ def route_plan(plan: Plan, router: ExpertRouter, *, threshold: float | None = No
             for s, route in zip(plan.subqueries, routes, strict=True)
         }
     )
-
-
-def make_route_node(services: Services) -> NodeFunction[State]:
-    """The router node: routes the plan (see `route_plan`)."""
-
-    def route(state: State, *, runtime: Runtime[Context]) -> dict[str, Any]:
-        context = runtime.context or Context()
-        started = time.perf_counter()
-        routed = route_plan(
-            state_plan(state), services.router(context), threshold=context.routing_threshold
-        )
-        return {"plan": routed, "timings": {"route": time.perf_counter() - started}}
-
-    return route

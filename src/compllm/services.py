@@ -1,11 +1,15 @@
-"""What the nodes need besides state: models, the registry and the router, resolved from the
-run's `Context` and cached, so each run of a graph reuses what earlier runs loaded."""
+"""What the nodes need besides state: models, the registry, the router, and any planner,
+aggregator or router object the graph was built with. Built once, complete, by
+`compllm.graph.create_compllm`; what it resolves from a run's `Context` (a registry file, a
+router per embedding model) is cached, so each run of a graph reuses what earlier runs loaded.
+"""
 
 from __future__ import annotations
 
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 from compllm.errors import ConfigError
 from compllm.models import ModelProvider, default_hub
@@ -22,9 +26,12 @@ _LATENCY_MEMORY = 0.3  # weight of the newest observation in an expert's mean la
 class Services:
     """Resolves models, registry and router for a run.
 
-    `registry`, when given, overrides `Context.registry_path` (used by the library API and
-    tests that build a registry in memory). `pool` runs every model call (default: one pool
-    over `provider`; the process-wide default hub has a process-wide pool).
+    provider / pool: where models come from and what runs them (default: the process-wide
+        pool over the process-wide hub; a provider alone gets a pool of its own).
+    registry: experts to use instead of `Context.registry_path`.
+    expert_attempts: attempts the expert retry policy allows (a fallback expert answers
+        after the last one).
+    planner / aggregator / router: objects that replace the ones a `Context` names.
     """
 
     def __init__(
@@ -32,17 +39,24 @@ class Services:
         provider: ModelProvider | None = None,
         registry: Registry | None = None,
         pool: ExpertPool | None = None,
+        *,
+        expert_attempts: int = 1,
+        planner: Any = None,
+        aggregator: Any = None,
+        router: Any = None,
     ):
         if pool is not None and provider is not None and pool.provider is not provider:
             raise ValueError("the pool must load from the same provider")
         self._pool = pool or (ExpertPool(provider) if provider is not None else None)
         self._registry = registry
+        self.expert_attempts = expert_attempts
+        self.planner = planner
+        self.aggregator = aggregator
+        self._router = router
         self._registries: dict[tuple[str, float], Registry] = {}
         self._routers: dict[tuple[str, str], ExpertRouter] = {}
         self._latency: dict[str, float] = {}
         self._lock = threading.Lock()
-        # Attempts the expert retry policy allows: a fallback expert is tried after the last.
-        self.expert_attempts = 1
 
     @property
     def pool(self) -> ExpertPool:
@@ -59,16 +73,23 @@ class Services:
     def registry(self, context: Context) -> Registry:
         if self._registry is not None:
             return self._registry
+        if self._router is not None and isinstance(
+            getattr(self._router, "registry", None), Registry
+        ):
+            return self._router.registry  # type: ignore[no-any-return]
         if not context.registry_path:
             return default_registry()
         path = Path(context.registry_path)
         key = (str(path.resolve()), path.stat().st_mtime if path.exists() else -1.0)
         with self._lock:  # re-read when the file changes (Studio users edit it live)
             if key not in self._registries:
-                self._registries[key] = load_registry(path)
+                allow = os.environ.get("COMPLLM_ALLOW_PYTHON", "") in ("1", "true", "yes")
+                self._registries[key] = load_registry(path, allow_python=allow)
             return self._registries[key]
 
     def router(self, context: Context) -> ExpertRouter:
+        if self._router is not None:
+            return self._router  # type: ignore[no-any-return]
         registry = self.registry(context)
         key = (registry.fingerprint(), context.embedding_model)
         embeddings = self.provider.embeddings(context.embedding_model)

@@ -1,5 +1,11 @@
 """Graph state and run-time context.
 
+State holds plain data only (strings, numbers, lists, dicts), so every checkpointer (memory,
+SQLite, PostgreSQL, the LangGraph server's strict msgpack) restores exactly what was written,
+and Studio shows it as JSON. The plan is `Plan.model_dump(mode="json")`, each answer
+`SubAnswer.model_dump(mode="json")`. This module is the one place that converts: nodes read
+with `state_plan`/`state_answers` and write with `plan_data`/`answers_data`.
+
 State fields have reducers and no defaults: what a node did not write is simply absent.
 `Context` is the `context_schema`: plain, described fields that Studio renders as a form.
 """
@@ -9,7 +15,7 @@ from __future__ import annotations
 import operator
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Annotated, Any, Literal, NotRequired, Protocol, TypeVar
 
 from langgraph.runtime import Runtime
@@ -30,7 +36,10 @@ __all__ = [
     "PlannerAttempt",
     "State",
     "SubAnswer",
+    "answers_data",
     "merge_answers",
+    "plan_data",
+    "run_context",
     "state_answers",
     "state_plan",
     "time_left",
@@ -65,6 +74,26 @@ class SubAnswer(BaseModel):
             return None
         return self.finished_at - self.started_at
 
+    def end_event(self) -> dict[str, Any]:
+        """The `subquery_end` custom event the executors stream for this answer."""
+        return {
+            "event": "subquery_end",
+            **self.model_dump(
+                include={
+                    "id",
+                    "question",
+                    "expert",
+                    "status",
+                    "answer",
+                    "output_tokens",
+                    "attempts",
+                    "error",
+                    "fallback_from",
+                }
+            ),
+            "latency_s": self.latency_s,
+        }
+
 
 class PlannerAttempt(BaseModel):
     """One try at planning, kept so users can see why a path was taken."""
@@ -90,29 +119,35 @@ class ExpertTask(TypedDict):
     expert: str
     parents: list[ParentAnswer]
     priority: float  # the sub-query's remaining critical path: higher goes first
+    query: NotRequired[str]  # the user's whole query (function and Runnable experts get it)
     fallback_from: NotRequired[str]  # set when this is a retry on the expert's fallback
     fallback_reason: NotRequired[str]
 
 
 def state_plan(state: Mapping[str, Any]) -> Plan:
-    """The run's plan. A checkpointer that will not rebuild compllm's classes (LangGraph's
-    strict msgpack mode where the graph's allow-list was lost, as on the LangGraph server)
-    restores their fields as dicts; both read the same here."""
-    plan = state["plan"]
-    return plan if isinstance(plan, Plan) else Plan.model_validate(plan)
+    """The run's plan, from its plain data (a `Plan` written by older code reads the same)."""
+    return Plan.from_data(state["plan"])
 
 
 def state_answers(state: Mapping[str, Any]) -> dict[str, SubAnswer]:
-    """The answers so far, rebuilt like `state_plan` when restored as dicts."""
+    """The answers so far, from their plain data."""
     return {
         sid: a if isinstance(a, SubAnswer) else SubAnswer.model_validate(a)
         for sid, a in (state.get("answers") or {}).items()
     }
 
 
-def merge_answers(
-    current: dict[str, SubAnswer] | None, update: dict[str, SubAnswer] | None
-) -> dict[str, SubAnswer]:
+def plan_data(plan: Plan) -> dict[str, Any]:
+    """A plan as state holds it."""
+    return plan.model_dump(mode="json")
+
+
+def answers_data(answers: Mapping[str, SubAnswer]) -> dict[str, dict[str, Any]]:
+    """Answers as state holds them."""
+    return {sid: answer.model_dump(mode="json") for sid, answer in answers.items()}
+
+
+def merge_answers(current: dict[str, Any] | None, update: dict[str, Any] | None) -> dict[str, Any]:
     """Reducer: parallel experts each add their own answer; none is ever dropped."""
     return {**(current or {}), **(update or {})}
 
@@ -133,21 +168,33 @@ class NodeFunction(Protocol[_NodeInput]):
     def __call__(self, state: _NodeInput, *, runtime: Runtime[Context]) -> dict[str, Any]: ...
 
 
+class SubQueryInput(TypedDict):
+    id: str
+    question: str
+    depends_on: NotRequired[list[str]]
+    expert: NotRequired[str | None]
+
+
+class PlanInput(TypedDict):
+    subqueries: list[SubQueryInput]
+
+
 class InputState(TypedDict):
     query: str
     # A plan given with the query (a gold decomposition, or one edited by a person) skips
     # the planner; it is validated like any other.
-    plan: NotRequired[Plan]
+    plan: NotRequired[PlanInput]
 
 
 class State(TypedDict):
     query: str
-    plan: Plan
+    plan: dict[str, Any]  # Plan.model_dump(mode="json")
     planner_path: PlannerPath
-    planner_attempts: Annotated[list[PlannerAttempt], operator.add]
-    answers: Annotated[dict[str, SubAnswer], merge_answers]
+    planner_attempts: Annotated[list[dict[str, Any]], operator.add]  # PlannerAttempt dumps
+    answers: Annotated[dict[str, dict[str, Any]], merge_answers]  # id -> SubAnswer dump
     final_answer: str
     aggregation: Literal["passthrough", "llm", "concatenated", "none"]
+    aggregation_error: str  # why the aggregator model's answer was not used, when it was not
     timings: Annotated[dict[str, float], merge_timings]
     run_started_at: float  # Unix time the run began (its first start, when resumed)
 
@@ -266,6 +313,30 @@ class Context:
                 raise ConfigError(f"Context.{name} is {value}; the limit is {MAX_NEW_TOKENS}")
 
 
+CONFIG_KEY = "compllm"
+
+
+def run_context(context: object) -> Context:
+    """The run's compllm settings. A compllm `Context` (or a dict of its fields) as the run's
+    context; when compllm runs inside a parent graph whose context is something else, the
+    `Context` (or dict) under `config["configurable"]["compllm"]`; else the defaults."""
+    if isinstance(context, Context):
+        return context
+    if isinstance(context, Mapping) and set(context) <= _CONTEXT_FIELDS:
+        return Context(**context)
+    from langgraph.config import get_config
+
+    try:
+        configured = get_config().get("configurable", {}).get(CONFIG_KEY)
+    except RuntimeError:  # called outside a run
+        configured = None
+    if isinstance(configured, Context):
+        return configured
+    if isinstance(configured, Mapping):
+        return Context(**configured)
+    return Context()
+
+
 def time_left(state: Mapping[str, Any], context: Context) -> float | None:
     """Seconds the run may still take (`Context.max_run_s`), or None without a limit."""
     if context.max_run_s is None:
@@ -274,3 +345,6 @@ def time_left(state: Mapping[str, Any], context: Context) -> float | None:
     if started is None:
         return context.max_run_s
     return float(started) + context.max_run_s - time.time()
+
+
+_CONTEXT_FIELDS = frozenset(f.name for f in fields(Context))

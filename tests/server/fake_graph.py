@@ -24,5 +24,5 @@ provider = make_provider(
     aggregate="12*7 = 84, not prime; diabetes causes thirst.",
     expert_delay_s=0.2,
 )
-graph = build_graph(provider=provider, registry=make_test_registry(), name="compllm-fake")
+graph = build_graph(provider=provider, experts=make_test_registry(), name="compllm-fake")
 monolithic = build_monolithic_graph(provider=provider)

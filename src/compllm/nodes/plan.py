@@ -1,0 +1,77 @@
+"""The `plan` node: checks the query, then writes `plan`, `planner_path` and
+`planner_attempts` (from a plan given with the query, or from the planner)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from contextlib import nullcontext
+from typing import Any
+
+from langgraph.runtime import Runtime
+from pydantic import ValidationError
+
+from compllm.errors import QueryError
+from compllm.plan import Plan, PlanError
+from compllm.planner import plan_query
+from compllm.services import Services
+from compllm.state import Context, NodeFunction, State, plan_data, run_context
+
+__all__ = ["given_plan", "make_plan_node"]
+
+
+def given_plan(raw: object, max_subqueries: int) -> Plan:
+    """A plan given with the query: a `Plan` (library) or its JSON (Studio, the server),
+    validated like any other; `PlanError` names what is wrong."""
+    if isinstance(raw, Plan):
+        return Plan.build(raw.subqueries, max_subqueries=max_subqueries)
+    subqueries = raw.get("subqueries") if isinstance(raw, Mapping) else None
+    if not isinstance(subqueries, list | tuple):
+        raise PlanError("input.plan needs a 'subqueries' list")
+    try:
+        return Plan.build(subqueries, max_subqueries=max_subqueries)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(p) for p in error["loc"]) or "sub-query"
+        raise PlanError(f"input.plan: {where}: {error['msg']}") from None
+
+
+def make_plan_node(services: Services) -> NodeFunction[State]:
+    def plan(state: State, *, runtime: Runtime[Context]) -> dict[str, Any]:
+        context = run_context(runtime.context)
+        started = time.perf_counter()
+        if len(state["query"]) > context.max_query_chars:
+            raise QueryError(
+                f"the query is {len(state['query'])} characters long; the limit is "
+                f"{context.max_query_chars} (Context.max_query_chars)"
+            )
+        run = {"run_started_at": state.get("run_started_at") or time.time()}
+        if state.get("plan") is not None:
+            given = given_plan(state["plan"], context.max_subqueries)
+            return {
+                "plan": plan_data(given),
+                "planner_path": "given",
+                "timings": {"plan": 0.0},
+                **run,
+            }
+        with (
+            nullcontext(None)
+            if context.planner_mode == "rules"
+            else services.pool.lease(context.planner_model)
+        ) as llm:
+            result, path, attempts = plan_query(
+                state["query"],
+                llm,
+                max_subqueries=context.max_subqueries,
+                max_new_tokens=context.planner_max_new_tokens,
+                allow_fallback=context.planner_mode != "llm",
+            )
+        return {
+            "plan": plan_data(result),
+            "planner_path": path,
+            "planner_attempts": [a.model_dump(mode="json") for a in attempts],
+            "timings": {"plan": time.perf_counter() - started},
+            **run,
+        }
+
+    return plan
