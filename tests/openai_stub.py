@@ -18,6 +18,21 @@ class Reply:
     content: str = "ok"
     status: int = 200
     delay_s: float = 0.0
+    # [(name, arguments)]: the reply asks for these tool calls (what a ReAct agent's model does)
+    tool_calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    def message(self) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": self.content}
+        if self.tool_calls:
+            message["tool_calls"] = [
+                {
+                    "id": f"call_{index}",
+                    "type": "function",
+                    "function": {"name": name, "arguments": json.dumps(arguments)},
+                }
+                for index, (name, arguments) in enumerate(self.tool_calls)
+            ]
+        return message
 
 
 @dataclass
@@ -56,6 +71,9 @@ class OpenAIStub:
                 finally:
                     with stub._lock:
                         stub._in_flight -= 1
+                if reply.status == 200 and body.get("stream"):
+                    self._stream(body, reply)
+                    return
                 if reply.status != 200:
                     payload = {"error": {"message": "stub failure", "type": "server_error"}}
                 else:
@@ -67,8 +85,8 @@ class OpenAIStub:
                         "choices": [
                             {
                                 "index": 0,
-                                "message": {"role": "assistant", "content": reply.content},
-                                "finish_reason": "stop",
+                                "message": reply.message(),
+                                "finish_reason": "tool_calls" if reply.tool_calls else "stop",
                             }
                         ],
                         "usage": {
@@ -86,6 +104,37 @@ class OpenAIStub:
                     self.wfile.write(data)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (a timeout test)
+
+            def _stream(self, body: dict[str, Any], reply: Reply) -> None:
+                """Server-sent events, one word per chunk, as OpenAI streams."""
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.end_headers()
+                words = reply.content.split(" ")
+                deltas: list[dict[str, Any]] = [
+                    {"content": (" " if i else "") + w} for i, w in enumerate(words)
+                ]
+                if reply.tool_calls:
+                    deltas = [
+                        {
+                            "tool_calls": [
+                                {"index": i, **c}
+                                for i, c in enumerate(reply.message()["tool_calls"])
+                            ]
+                        }
+                    ]
+                finish = "tool_calls" if reply.tool_calls else "stop"
+                chunks = [(delta, None) for delta in deltas] + [({}, finish)]
+                for delta, reason in chunks:
+                    event = {
+                        "id": "chatcmpl-stub",
+                        "object": "chat.completion.chunk",
+                        "created": int(time.time()),
+                        "model": body.get("model", "stub"),
+                        "choices": [{"index": 0, "delta": delta, "finish_reason": reason}],
+                    }
+                    self.wfile.write(f"data: {json.dumps(event)}\n\n".encode())
+                self.wfile.write(b"data: [DONE]\n\n")
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True

@@ -8,11 +8,11 @@ aggregator composes the final answer.
 from compllm.api import CompLLM, CompLLMResult, RouteInfo
 from compllm.checkpoint import open_checkpointer
 from compllm.errors import CompLLMError, ModelLoadError, PromptError, QueryError, RegistryError
-from compllm.graph import build_graph, graph
+from compllm.graph import build_graph, create_compllm, graph
 from compllm.models import EMBEDDED_CHAT_MODEL, EMBEDDED_EMBEDDINGS, ModelHub, ModelProvider
 from compllm.plan import Plan, PlanError, SubQuery
 from compllm.registry import (
-    ExpertSpec,
+    Expert,
     GenerationSettings,
     Registry,
     default_registry,
@@ -28,8 +28,8 @@ __all__ = [
     "CompLLMError",
     "CompLLMResult",
     "Context",
+    "Expert",
     "ExpertRouter",
-    "ExpertSpec",
     "GenerationSettings",
     "ModelHub",
     "ModelLoadError",
@@ -45,6 +45,7 @@ __all__ = [
     "SubAnswer",
     "SubQuery",
     "build_graph",
+    "create_compllm",
     "default_registry",
     "graph",
     "load_registry",
