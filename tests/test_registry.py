@@ -89,12 +89,56 @@ def test_unreadable_and_malformed_files_are_named(tmp_path):
         load_registry(write(tmp_path, "- a\n- b\n", "list.yaml"))
 
 
-def test_the_default_registry_has_domain_experts_on_the_embedded_model():
+def test_the_default_registry_has_domain_experts_on_the_embedded_model_and_a_calculator():
     registry = default_registry()
     assert {"math", "science", "medicine", "law", "computing", "humanities", "general"} <= set(
         registry.names
     )
     assert registry.generalist == "general"
-    assert {e.model for e in registry.experts} == {EMBEDDED_CHAT_MODEL}
-    assert len({e.system_prompt for e in registry.experts}) == len(registry.experts)
-    assert all(len(e.examples) >= 5 for e in registry.experts)
+    models = [e for e in registry.experts if e.name != "calculator"]
+    assert {e.model for e in models} == {EMBEDDED_CHAT_MODEL}
+    assert len({e.system_prompt for e in models}) == len(models)
+    assert all(len(e.examples) >= 5 for e in models)
+    calculator = registry.expert("calculator")
+    assert calculator.fallback == "math" and calculator.accepts is not None
+
+
+PYTHON_EXPERT = """
+generalist: general
+experts:
+  - name: loud
+    description: Shouting.
+    model: "python:tests.byo_objects:{name}"
+  - name: general
+    description: Anything else.
+"""
+
+
+def test_a_python_reference_runs_code_only_when_the_caller_allows_it(tmp_path):
+    path = write(tmp_path, PYTHON_EXPERT.format(name="shout"))
+    with pytest.raises(RegistryError, match=r"imports and runs Python code; .*allow_python=True"):
+        load_registry(path)
+    from tests.byo_objects import shout
+
+    assert load_registry(path, allow_python=True).expert("loud").model is shout
+
+
+def test_a_python_factory_reference_is_called_once_and_its_result_is_the_model(tmp_path):
+    from tests.byo_objects import shout
+
+    path = write(tmp_path, PYTHON_EXPERT.format(name="make_shouter()"))
+    assert load_registry(path, allow_python=True).expert("loud").model is shout
+
+
+def test_a_python_reference_that_cannot_be_imported_is_named(tmp_path):
+    path = write(tmp_path, PYTHON_EXPERT.format(name="nowhere"))
+    with pytest.raises(RegistryError, match=r"expert 'loud': cannot import 'python:tests\.byo"):
+        load_registry(path, allow_python=True)
+
+
+def test_an_unknown_builtin_model_is_named(tmp_path):
+    path = write(
+        tmp_path, PYTHON_EXPERT.replace('"python:tests.byo_objects:{name}"', "builtin:abacus")
+    )
+    with pytest.raises(RegistryError, match="unknown built-in model 'builtin:abacus'"):
+        load_registry(path)
