@@ -12,9 +12,11 @@ the generalist answers.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -27,6 +29,10 @@ from compllm.plan import Plan
 from compllm.registry import Registry
 
 __all__ = ["ExpertRouter", "Route", "route_plan"]
+
+
+log = logging.getLogger(__name__)
+_PROGRESS_CHUNK = 512  # texts per embedding call when reporting progress
 
 
 class Route(NamedTuple):
@@ -44,13 +50,16 @@ class ExpertRouter:
         *,
         top_k: int = 3,
         embedding_model: str | None = None,
+        on_progress: Callable[[str], None] | None = None,
     ) -> None:
         """embedding_model: the id of `embeddings`; when given, profile vectors are cached
-        on disk under the model id and the registry's fingerprint."""
+        on disk under the model id and the registry's fingerprint. on_progress: receives
+        one-line progress messages while many profile texts are embedded."""
         self.registry = registry
         self.embeddings = embeddings
         self.top_k = top_k
         self.embedding_model = embedding_model
+        self.on_progress = on_progress
         self._profiles: tuple[np.ndarray, np.ndarray] | None = None
         self._lock = threading.Lock()
 
@@ -71,13 +80,33 @@ class ExpertRouter:
             vectors: np.ndarray = np.load(cached)
             if vectors.shape[0] == len(texts):
                 return vectors
-        vectors = _unit(np.asarray(self.embeddings.embed_documents(texts), dtype=np.float32))
+        vectors = _unit(self._embed_in_chunks(texts))
         if cached is not None:
             cached.parent.mkdir(parents=True, exist_ok=True)
             partial = cached.with_suffix(f".{os.getpid()}.tmp.npy")
             np.save(partial, vectors)
             partial.replace(cached)  # atomic: concurrent processes never read half a file
         return vectors
+
+    def _embed_in_chunks(self, texts: list[str]) -> np.ndarray:
+        """Embed many texts a chunk at a time, saying how far it got (a fitted registry
+        has thousands of examples: minutes on a small CPU, once)."""
+        if len(texts) <= _PROGRESS_CHUNK:
+            return np.asarray(self.embeddings.embed_documents(texts), dtype=np.float32)
+        say = self.on_progress or log.info
+        say(f"embedding {len(texts):,} routing examples (once; cached on disk) ...")
+        started, chunks = time.perf_counter(), []
+        for start in range(0, len(texts), _PROGRESS_CHUNK):
+            chunk = texts[start : start + _PROGRESS_CHUNK]
+            chunks.append(np.asarray(self.embeddings.embed_documents(chunk), dtype=np.float32))
+            done = start + len(chunk)
+            elapsed = time.perf_counter() - started
+            left = elapsed / done * (len(texts) - done)
+            say(
+                f"embedded {done:,}/{len(texts):,} routing examples ({elapsed:.0f} s, "
+                f"~{left:.0f} s left)"
+            )
+        return np.concatenate(chunks)
 
     def _cache_file(self) -> Path | None:
         if self.embedding_model is None:

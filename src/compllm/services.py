@@ -96,7 +96,10 @@ class Services:
         with self._lock:
             if key not in self._routers:
                 self._routers[key] = ExpertRouter(
-                    registry, embeddings, embedding_model=context.embedding_model
+                    registry,
+                    embeddings,
+                    embedding_model=context.embedding_model,
+                    on_progress=getattr(self.provider, "on_event", None),
                 )
             return self._routers[key]
 
