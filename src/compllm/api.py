@@ -276,15 +276,13 @@ class CompLLM:
             yield "result", start
             return
         graph_input, config, run_context = start
-        started = time.perf_counter()
-        state: dict[str, Any] = {}
+        run = _RunReader(self, config)
         async for chunk in self.graph.astream(
             graph_input, config=config, context=run_context, stream_mode=_STREAM_MODES
         ):
-            state, item = _read_chunk(chunk, state)
-            if item is not None:
+            if (item := run.read(chunk)) is not None:
                 yield item
-        yield "result", self._result(config, state, time.perf_counter() - started)
+        yield run.result()
 
     def stream_resume(
         self, thread_id: str, decision: Any = "approve", **context: Any
@@ -309,15 +307,13 @@ class CompLLM:
     def _run(
         self, graph_input: Any, config: RunnableConfig, context: Context
     ) -> Iterator[tuple[str, Any]]:
-        started = time.perf_counter()
-        state: dict[str, Any] = {}
+        run = _RunReader(self, config)
         for chunk in self.graph.stream(
             graph_input, config=config, context=context, stream_mode=_STREAM_MODES
         ):
-            state, item = _read_chunk(chunk, state)
-            if item is not None:
+            if (item := run.read(chunk)) is not None:
                 yield item
-        yield "result", self._result(config, state, time.perf_counter() - started)
+        yield run.result()
 
     def _start(
         self, query: str, plan: Plan | None, thread_id: str | None, overrides: dict[str, Any]
@@ -372,17 +368,30 @@ class CompLLM:
 _STREAM_MODES: list[StreamMode] = ["updates", "custom", "values"]
 
 
-def _read_chunk(chunk: Any, state: dict[str, Any]) -> tuple[dict[str, Any], tuple[str, Any] | None]:
-    """(the latest state, the item `stream` yields for this chunk, if any)."""
-    mode, payload = chunk
-    if mode == "values":
-        return cast(dict[str, Any], payload), None
-    if mode == "custom":
-        return state, ("event", payload)
-    update = cast(dict[str, Any], payload)
-    if "__interrupt__" in update:
-        return state, ("review", update["__interrupt__"][0].value)
-    return state, ("update", update)
+class _RunReader:
+    """Turns a run's stream chunks into what `CompLLM.stream` yields, keeping the latest
+    state for the result (shared by the sync and async streams)."""
+
+    def __init__(self, app: CompLLM, config: RunnableConfig) -> None:
+        self.app, self.config = app, config
+        self.state: dict[str, Any] = {}
+        self.started = time.perf_counter()
+
+    def read(self, chunk: Any) -> tuple[str, Any] | None:
+        mode, payload = chunk
+        if mode == "values":
+            self.state = cast(dict[str, Any], payload)
+            return None
+        if mode == "custom":
+            return "event", payload
+        update = cast(dict[str, Any], payload)
+        if "__interrupt__" in update:
+            return "review", update["__interrupt__"][0].value
+        return "update", update
+
+    def result(self) -> tuple[str, CompLLMResult]:
+        elapsed = time.perf_counter() - self.started
+        return "result", self.app._result(self.config, self.state, elapsed)
 
 
 def _last_result(items: Iterator[tuple[str, Any]]) -> CompLLMResult:

@@ -437,29 +437,27 @@ def expert_steps(
     for the retry policy and `CompLLMError` as it is. Drive it with `compllm.steps`."""
     call = _Call(services, context, task, config, attempt, started_at, write)
     try:
-        try:
-            output = yield call.invocation()
-        except CompLLMError:
-            raise
-        except Exception as exc:
-            raise call.failure(exc) from exc
-        return call.answer(output)
+        return (yield from _attempt(call))
     except ExpertFailure as failure:
         backup_task = call.fallback_task(failure)
         if backup_task is None:
             raise
         backup = _Call(services, context, backup_task, config, attempt, started_at, write)
         try:
-            try:
-                output = yield backup.invocation()
-            except CompLLMError:
-                raise
-            except Exception as exc:
-                raise backup.failure(exc) from exc
-            return backup.answer(output)
+            return (yield from _attempt(backup))
         except ExpertFailure as second:
             both = _BothFailed(failure, backup_task["expert"], second)
             raise ExpertFailure(both, attempt, started_at, retryable=failure.retryable) from None
+
+
+def _attempt(call: _Call) -> Generator[_Invocation, Any, SubAnswer]:
+    try:
+        output = yield call.invocation()
+    except CompLLMError:
+        raise
+    except Exception as exc:
+        raise call.failure(exc) from exc
+    return call.answer(output)
 
 
 class _BothFailed(RuntimeError):

@@ -207,9 +207,11 @@ class ExpertPool:
         max_batch_size: int | None = None,
         config: RunnableConfig | None = None,
     ) -> AIMessage:
-        """`call` for async code. A loaded model with a native async implementation that
-        does not batch (a remote endpoint) is awaited right here, on the event loop, so a
-        cancelled wait cancels the request; everything else runs on the pool's threads."""
+        """`call` for async code (the same parameters: the pool's sync and async entry
+        points, spelled out for type checkers and readers). A loaded model with a native
+        async implementation that does not batch (a remote endpoint) is awaited right here,
+        on the event loop, so a cancelled wait cancels the request; everything else runs on
+        the pool's threads."""
         key = (ref, trust_remote_code)
         with self._cond:
             lane = self._lane(key)

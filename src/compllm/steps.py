@@ -3,7 +3,8 @@
 A piece of logic that must wait for something (an expert call) is written as a generator:
 it yields a step (an object with `wait()` and `wait_async()`) and receives the step's result,
 or has its exception thrown in at the `yield`. `run_steps` drives it blocking, `arun_steps`
-on the event loop; nothing else differs between the two.
+on the event loop; nothing else differs between the two. (The two drivers have the same
+shape on purpose: one blocks, the other awaits, and Python has no way to write both at once.)
 """
 
 from __future__ import annotations
