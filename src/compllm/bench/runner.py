@@ -1,5 +1,6 @@
-"""Running systems over a suite: one JSON line per (system, item) appended as it finishes,
-so an interrupted run resumes where it stopped without recomputing finished items."""
+"""Running systems over a suite: one JSON line per (mode, system, item) appended as it
+finishes, so an interrupted run resumes where it stopped without recomputing finished items.
+A track is a (mode, system) pair: ("generate", "comp-llm"), ("loglik", "monolithic") ..."""
 
 from __future__ import annotations
 
@@ -9,13 +10,15 @@ from pathlib import Path
 from typing import Any
 
 from compllm.bench.suite import CompositeItem
-from compllm.bench.systems import SystemName, SystemRun
+from compllm.bench.systems import Mode, SystemName, SystemRun
 
-__all__ = ["RUNS_FILE", "load_runs", "run_suite"]
+__all__ = ["RUNS_FILE", "Track", "load_runs", "run_suite"]
 
 RUNS_FILE = "runs.jsonl"
 
-RunOne = Callable[[SystemName, CompositeItem, SystemRun | None], SystemRun]
+Track = tuple[Mode, SystemName]
+# (mode, system, item, comp-llm's generation run of the item if there is one) -> the run
+RunOne = Callable[[Mode, SystemName, CompositeItem, SystemRun | None], SystemRun]
 
 
 def load_runs(folder: Path) -> list[SystemRun]:
@@ -34,21 +37,22 @@ def load_runs(folder: Path) -> list[SystemRun]:
 
 def run_suite(
     items: Sequence[CompositeItem],
-    systems: Sequence[SystemName],
+    tracks: Sequence[Track],
     run_one: RunOne,
     folder: Path,
     *,
     progress: bool = True,
     warm_up: Callable[[], None] | None = None,
 ) -> list[SystemRun]:
-    """Run every system on every item (comp-llm before sequential, which reuses its plan),
-    skipping pairs already in `folder`. Returns all runs, old and new. `warm_up` runs once
-    before the first timed run (loading models is not what the latencies compare)."""
+    """Run every track on every item, skipping those already in `folder`: generation first,
+    comp-llm before sequential (which runs its plan) and before log-likelihood scoring (which
+    scores under its plan). Returns all runs, old and new. `warm_up` runs once before the
+    first timed run (loading models is not what the latencies compare)."""
     folder.mkdir(parents=True, exist_ok=True)
     runs = load_runs(folder)
-    done = {(r.system, r.item_id): r for r in runs}
-    order = sorted(systems, key=lambda s: s == "sequential")
-    todo = [(s, item) for item in items for s in order if (s, item.id) not in done]
+    done = {(r.mode, r.system, r.item_id): r for r in runs}
+    order = sorted(tracks, key=lambda t: (t[0] != "generate", t[1] == "sequential"))
+    todo = [(t, item) for item in items for t in order if (*t, item.id) not in done]
     if todo and warm_up is not None:
         warm_up()
     bar = _Bar(len(todo), progress)
@@ -57,24 +61,30 @@ def run_suite(
         if tail.tell() and (tail.seek(-1, 2), tail.read(1))[1] != b"\n":
             tail.write(b"\n")
     with path.open("a", encoding="utf-8") as sink:
-        for system, item in todo:
-            reference = done.get(("comp-llm", item.id))
+        for (mode, system), item in todo:
+            reference = done.get(("generate", "comp-llm", item.id))
             try:
-                run = run_one(system, item, reference)
+                run = run_one(mode, system, item, reference)
             except Exception as exc:  # one bad item must not end a long benchmark
                 error = "".join(traceback.format_exception_only(exc)).strip()
-                run = SystemRun.empty(system, item, error=error)
+                run = SystemRun.empty(system, item, mode=mode, error=error)
             sink.write(run.model_dump_json() + "\n")
             sink.flush()
-            done[(system, item.id)] = run
+            done[(mode, system, item.id)] = run
             runs.append(run)
-            bar.update(system, _running_accuracy(runs, system))
+            bar.update(f"{system} ({mode})", _running_accuracy(runs, mode, system))
     bar.close()
     return runs
 
 
-def _running_accuracy(runs: Sequence[SystemRun], system: str) -> float:
-    parts = [p.correct for r in runs if r.system == system for p in r.parts]
+def _running_accuracy(runs: Sequence[SystemRun], mode: str, system: str) -> float:
+    """Share of parts right so far: on the final answer when generating."""
+    parts = [
+        p.correct if mode == "loglik" else bool(p.final_correct)
+        for r in runs
+        if r.system == system and r.mode == mode
+        for p in r.parts
+    ]
     return sum(parts) / len(parts) if parts else 0.0
 
 
@@ -90,7 +100,7 @@ class _Bar:
 
     def update(self, system: str, accuracy: float) -> None:
         if self._tqdm is not None:
-            self._tqdm.set_postfix_str(f"{system} part accuracy {accuracy:.2f}")
+            self._tqdm.set_postfix_str(f"{system} accuracy so far {accuracy:.2f}")
             self._tqdm.update(1)
 
     def close(self) -> None:

@@ -1,4 +1,5 @@
-"""The systems compared, each answering one composite item and saying what it produced.
+"""The systems compared, each answering one composite item by generating text, and how each
+answer is scored.
 
 - `monolithic`: one model answers the whole composite query in one reply;
 - `comp-llm`: the full pipeline (planner, router, parallel experts, aggregator);
@@ -8,13 +9,18 @@
 - `oracle-plan`: the gold decomposition and gold routing, run by the pipeline, to separate
   planner and router errors from expert errors.
 
-Parts are scored on the answer each system gave to that part: an expert's answer to the
-sub-query that matches the gold part, or the monolithic reply's section for it.
+Every part is scored twice:
+- on the **final answer**, what the user reads: the monolithic reply or the pipeline's
+  aggregated answer, cut into parts by `compllm.bench.sections` (the same cutter for every
+  system);
+- on its **per-part answer**: the expert's answer to the one sub-query that asks that part
+  (`compllm.bench.matching`; a part no sub-query asks has no answer). The monolithic system
+  has no per-part answers apart from its reply: its per-part score is its final-answer score.
+Answers are read by `compllm.bench.extract` (strict: the last explicit statement).
 """
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -24,69 +30,89 @@ from pydantic import BaseModel, ConfigDict
 
 from compllm.api import CompLLM, CompLLMResult
 from compllm.baselines import MONOLITHIC_SYSTEM_PROMPT
-from compllm.bench.extract import extract_choice, extract_number
+from compllm.bench.extract import LETTERS, extract_choice, extract_number
+from compllm.bench.matching import match_parts
+from compllm.bench.sections import split_sections
 from compllm.bench.suite import CompositeItem, Part
 from compllm.plan import Plan
 from compllm.pool import ExpertPool
 
-__all__ = ["SYSTEMS", "PartOutcome", "SystemRun", "match_parts", "run_system", "score_part"]
+__all__ = [
+    "SYSTEMS",
+    "Mode",
+    "PartOutcome",
+    "SystemName",
+    "SystemRun",
+    "outcome",
+    "run_system",
+    "score_answer",
+]
 
 SystemName = Literal["monolithic", "sequential", "comp-llm", "oracle-plan"]
 SYSTEMS: tuple[SystemName, ...] = ("monolithic", "comp-llm", "sequential", "oracle-plan")
+Mode = Literal["generate", "loglik"]
 
 
 class PartOutcome(BaseModel):
+    """One gold part as one system answered it."""
+
     model_config = ConfigDict(frozen=True)
 
     part_id: str
     domain: str
-    predicted: str | None  # the option letter or number read from the answer
+    kind: Literal["choice", "number"] = "choice"
+    gold: str = ""  # the option letter or the number
+    options: int = 0  # how many options (multiple choice)
+    predicted: str | None  # read from the part's own answer (see the module doc)
     correct: bool
-    routed_to: str | None = None  # the expert that answered it (pipelines only)
     answer_text: str = ""
-
-
-def _outcome(part: Part, text: str, routed_to: str | None = None) -> PartOutcome:
-    predicted, correct = score_part(part, text)
-    return PartOutcome(
-        part_id=part.id,
-        domain=part.domain,
-        predicted=predicted,
-        correct=correct,
-        routed_to=routed_to,
-        answer_text=text,
-    )
+    final_predicted: str | None = None  # read from the final answer's section for the part
+    final_correct: bool | None = None  # None: not scored on a final answer (log-likelihood)
+    located: str = ""  # how the final answer's section was found (see compllm.bench.sections)
+    routed_to: str | None = None  # the expert that answered it (pipelines only)
+    option_scores: list[float] = []  # log-likelihood mode: each option's normalised score
 
 
 class SystemRun(BaseModel):
-    """One system on one item: outcomes per gold part, cost and what was loaded."""
+    """One system on one item in one mode: outcomes per gold part, cost and what was used."""
 
     model_config = ConfigDict(frozen=True)
 
     system: SystemName
+    mode: Mode = "generate"
     item_id: str
     item_kind: str
+    style: str = ""
     parts: list[PartOutcome]
     latency_s: float
     output_tokens: int
     models: list[str]  # chat models used, each once
     embedding_model: str | None = None
     plan_size: int = 0
-    parts_found: int = 0  # gold parts some sub-query matched
+    parts_found: int = 0  # gold parts that exactly one sub-query asks (strict matching)
     plan: Plan | None = None  # the routed plan the pipeline ran
     plan_s: float = 0.0  # time spent planning
     timings: dict[str, float] = {}  # the pipeline's stages (plan, route, execute, aggregate)
+    final_answer: str = ""
+    aggregation: str = ""
     error: str | None = None
 
     @classmethod
     def empty(
-        cls, system: SystemName, item: CompositeItem, *, error: str | None = None
+        cls,
+        system: SystemName,
+        item: CompositeItem,
+        *,
+        mode: Mode = "generate",
+        error: str | None = None,
     ) -> SystemRun:
         """A run with no parts: what a failed run leaves (with its error)."""
         return cls(
             system=system,
+            mode=mode,
             item_id=item.id,
             item_kind=item.kind,
+            style=item.style,
             parts=[],
             latency_s=0.0,
             output_tokens=0,
@@ -96,42 +122,65 @@ class SystemRun(BaseModel):
 
     @property
     def all_correct(self) -> bool:
-        return bool(self.parts) and all(p.correct for p in self.parts)
+        """Every part right on what the user reads (the final answer; in log-likelihood
+        mode, the scored parts)."""
+        if not self.parts:
+            return False
+        if self.mode == "loglik":
+            return all(p.correct for p in self.parts)
+        return all(bool(p.final_correct) for p in self.parts)
 
 
-def score_part(part: Part, text: str) -> tuple[str | None, bool]:
+def score_answer(part: Part, text: str) -> tuple[str | None, bool]:
     """(what the text answers, whether that is right)."""
     if part.kind == "choice":
         index = extract_choice(text, part.choices)
-        predicted = None if index is None else "ABCDEFGHIJ"[index]
+        predicted = None if index is None else LETTERS[index]
         return predicted, predicted == part.answer
     number = extract_number(text)
     if number is None:
         return None, False
-    predicted = f"{number:g}"
-    return predicted, abs(number - float(part.answer)) < 1e-6
+    return f"{number:g}", abs(number - float(part.answer)) < 1e-6
 
 
-def _words(text: str) -> set[str]:
-    return set(re.findall(r"[a-z0-9]+", text.lower()))
+def outcome(
+    part: Part,
+    part_text: str,
+    final_text: str | None,
+    *,
+    located: str = "",
+    routed_to: str | None = None,
+) -> PartOutcome:
+    """Score `part` on its own answer and, unless None, on its final-answer section."""
+    predicted, correct = score_answer(part, part_text)
+    final_predicted, final_correct = (
+        score_answer(part, final_text) if final_text is not None else (None, None)
+    )
+    return PartOutcome(
+        part_id=part.id,
+        domain=part.domain,
+        kind=part.kind,
+        gold=part.answer,
+        options=len(part.choices),
+        predicted=predicted,
+        correct=correct,
+        answer_text=part_text,
+        final_predicted=final_predicted,
+        final_correct=final_correct,
+        located=located,
+        routed_to=routed_to,
+    )
 
 
-def match_parts(plan: Plan, parts: Sequence[Part]) -> dict[str, str]:
-    """Gold part id -> the sub-query id that asks it: the best word overlap (share of the
-    gold part's words), at least half, each sub-query used once."""
-    pairs = []
-    for part in parts:
-        gold = _words(part.question)
-        for sub in plan.subqueries:
-            overlap = len(gold & _words(sub.question)) / max(len(gold), 1)
-            pairs.append((overlap, part.id, sub.id))
-    matched: dict[str, str] = {}
-    used: set[str] = set()
-    for overlap, part_id, sub_id in sorted(pairs, reverse=True):
-        if overlap >= 0.5 and part_id not in matched and sub_id not in used:
-            matched[part_id] = sub_id
-            used.add(sub_id)
-    return matched
+def final_sections(item: CompositeItem, text: str) -> tuple[list[str], list[str]]:
+    """(section per part, how each was found) of a final answer to `item`."""
+    sections = split_sections(
+        text,
+        len(item.parts),
+        questions=[p.question for p in item.parts],
+        lettered=item.lettered,
+    )
+    return sections.texts, sections.how
 
 
 def _pipeline_run(
@@ -144,12 +193,14 @@ def _pipeline_run(
 ) -> SystemRun:
     answers = {a.id: a for a in result.answers}
     matched = match_parts(result.plan, item.parts)
+    texts, how = final_sections(item, result.answer)
     outcomes = []
-    for part in item.parts:
+    for part, final_text, located in zip(item.parts, texts, how, strict=True):
         sub_id = matched.get(part.id)
         answer = answers.get(sub_id) if sub_id else None
         text = answer.answer if answer is not None and answer.status == "ok" else ""
-        outcomes.append(_outcome(part, text, result.plan.get(sub_id).expert if sub_id else None))
+        routed = result.plan.get(sub_id).expert if sub_id else None
+        outcomes.append(outcome(part, text, final_text, located=located, routed_to=routed))
     registry = app.registry
     assert registry is not None
     expert_models = [registry.expert(s.expert).model for s in result.plan.subqueries if s.expert]
@@ -157,16 +208,19 @@ def _pipeline_run(
         system=system,
         item_id=item.id,
         item_kind=item.kind,
+        style=item.style,
         parts=outcomes,
         latency_s=latency_s,
         output_tokens=sum(a.output_tokens or 0 for a in result.answers),
-        models=list(dict.fromkeys([*planning_models, *expert_models])),
+        models=list(dict.fromkeys([*planning_models, *map(str, expert_models)])),
         embedding_model=app.context.embedding_model,
         plan_size=len(result.plan),
         parts_found=len(matched),
         plan=result.plan,
         plan_s=result.timings.get("plan", 0.0),
         timings=result.timings,
+        final_answer=result.answer,
+        aggregation=result.aggregation,
     )
 
 
@@ -220,33 +274,26 @@ def _monolithic(
     messages = [SystemMessage(MONOLITHIC_SYSTEM_PROMPT), HumanMessage(item.query)]
     message = pool.call(model, messages, settings).result()
     latency = time.perf_counter() - started
-    text = message.text
-    sections = _sections(text, len(item.parts))
-    outcomes = [_outcome(p, s) for p, s in zip(item.parts, sections, strict=True)]
+    texts, how = final_sections(item, message.text)
+    # One reply: each part's own answer is its section of it.
+    outcomes = [
+        outcome(part, text, text, located=located)
+        for part, text, located in zip(item.parts, texts, how, strict=True)
+    ]
     usage = message.usage_metadata
     return SystemRun(
         system="monolithic",
         item_id=item.id,
         item_kind=item.kind,
+        style=item.style,
         parts=outcomes,
         latency_s=latency,
         output_tokens=usage["output_tokens"] if usage else 0,
         models=[model],
         plan_size=1,
-        parts_found=0,
+        final_answer=message.text,
     )
 
 
-_SECTION = re.compile(r"(?:^|\n)\W*(?:part|question|q)?\s*(\d{1,2})\s*[:.)]", re.IGNORECASE)
-
-
-def _sections(text: str, count: int) -> list[str]:
-    """The reply cut at "Part N:" / "N." markers; a part without its marker gets ''."""
-    found: dict[int, str] = {}
-    marks = [m for m in _SECTION.finditer(text) if 1 <= int(m.group(1)) <= count]
-    ends = [m.start() for m in marks[1:]] + [len(text)] if marks else []
-    for mark, end in zip(marks, ends, strict=True):
-        found.setdefault(int(mark.group(1)), text[mark.end() : end])
-    if not found and count == 1:
-        return [text]
-    return [found.get(n, "").strip() for n in range(1, count + 1)]
+def parts_of(runs: Sequence[SystemRun]) -> list[PartOutcome]:
+    return [p for run in runs for p in run.parts]

@@ -5,18 +5,29 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Sequence
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, TextIO
 
 from langchain_core.messages import HumanMessage
 
 from compllm.api import CompLLM
+from compllm.bench.loglik import (
+    LOGLIK_SYSTEMS,
+    OptionScorer,
+    TransformersOptionScorer,
+    is_local_model,
+    loglik_run,
+)
 from compllm.bench.metrics import summarize
-from compllm.bench.report import markdown_table, write_report
-from compllm.bench.runner import RUNS_FILE, load_runs, run_suite
+from compllm.bench.report import markdown_report, write_report
+from compllm.bench.runner import RUNS_FILE, Track, load_runs, run_suite
 from compllm.bench.suite import CompositeItem, build_suite, read_suite, write_suite
-from compllm.bench.systems import SYSTEMS, SystemName, SystemRun, run_system
+from compllm.bench.systems import SYSTEMS, Mode, SystemName, SystemRun, run_system
+from compllm.checkpoint import open_checkpointer
 from compllm.errors import CompLLMError
 from compllm.mmlu import DEFAULT_MMLU_FILE, load_mmlu, split_questions
 from compllm.models import ModelProvider, parameter_count
@@ -27,19 +38,27 @@ from compllm.state import Context
 
 __all__ = ["main", "parser"]
 
+MODES: tuple[Mode, ...] = ("generate", "loglik")
+SUITE_FILE = "suite.jsonl"  # the items a results folder was run on, copied beside its runs
+
 
 def parser() -> argparse.ArgumentParser:
     bench = argparse.ArgumentParser(
         prog="compllm bench",
         description="MultiExpertQA-style benchmark: monolithic, comp-llm, sequential and "
-        "oracle-plan on the same models and questions.",
+        "oracle-plan on the same models and questions, scored on final answers, per-part "
+        "answers and option log-likelihood, against naive baselines.",
     )
     steps = bench.add_subparsers(dest="step", required=True)
     build = steps.add_parser("build", help="write a suite of composite queries (JSONL)")
-    build.add_argument("--data", default=str(DEFAULT_MMLU_FILE), help="MMLU JSONL or 'hub'")
+    build.add_argument(
+        "--data",
+        default=str(DEFAULT_MMLU_FILE),
+        help="MMLU JSONL or 'hub' (default: the MMLU questions shipped with compllm)",
+    )
     build.add_argument("--out", required=True, metavar="FILE")
-    build.add_argument("--parallel", type=int, default=6, help="parallel composites")
-    build.add_argument("--dependent", type=int, default=4, help="dependent composites")
+    build.add_argument("--parallel", type=int, default=56, help="parallel composites")
+    build.add_argument("--dependent", type=int, default=24, help="dependent composites")
     build.add_argument("--seed", type=int, default=0)
     build.add_argument(
         "--all-questions",
@@ -52,6 +71,12 @@ def parser() -> argparse.ArgumentParser:
         "--out", required=True, metavar="DIR", help="runs.jsonl, results and plots go here"
     )
     run.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated")
+    run.add_argument(
+        "--modes",
+        default=",".join(MODES),
+        help="generate (answers written by the models), loglik (multiple-choice options "
+        "scored by likelihood under each system's prompt; local transformers models only)",
+    )
     run.add_argument("--experts", metavar="FILE", help="expert registry (default: built-in)")
     run.add_argument("--planner", choices=["auto", "llm", "rules"], default="auto")
     run.add_argument("--planner-model")
@@ -74,7 +99,7 @@ def main(argv: Sequence[str], out: TextIO, err: TextIO, provider: ModelProvider)
     if args.step == "build":
         return _build(args, out)
     if args.step == "run":
-        _run(args, provider)
+        _run(args, provider, err)
     return _report(Path(args.folder if args.step == "report" else args.out), out, provider)
 
 
@@ -86,22 +111,33 @@ def _build(args: argparse.Namespace, out: TextIO) -> int:
     items = build_suite(questions, parallel=args.parallel, dependent=args.dependent, seed=args.seed)
     write_suite(items, Path(args.out))
     half = "all of them" if args.all_questions else f"the held-out part ({len(questions)})"
-    parts = sum(len(i.parts) for i in items)
+    parts = [p for i in items for p in i.parts]
+    choice = sum(p.kind == "choice" for p in parts)
+    styles = Counter(i.style for i in items)
     print(
         f"{loaded.describe()}; drew from {half}\nwrote {args.out}: {len(items)} items "
-        f"({args.parallel} parallel, {args.dependent} dependent), {parts} parts, "
-        f"seed {args.seed}",
+        f"({args.parallel} parallel, {args.dependent} dependent), {len(parts)} parts "
+        f"({choice} multiple choice, {len(parts) - choice} arithmetic), {len(styles)} "
+        f"wording styles, seed {args.seed}",
         file=out,
     )
     return 0
 
 
-def _run(args: argparse.Namespace, provider: ModelProvider) -> None:
-    items = read_suite(Path(args.suite))[: args.limit]
-    systems = [s.strip() for s in args.systems.split(",") if s.strip()]
-    unknown = sorted(set(systems) - set(SYSTEMS))
+def _names(text: str, known: Sequence[str], what: str) -> list[str]:
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = sorted(set(names) - set(known))
     if unknown:
-        raise CompLLMError(f"unknown systems: {', '.join(unknown)} (known: {', '.join(SYSTEMS)})")
+        raise CompLLMError(f"unknown {what}: {', '.join(unknown)} (known: {', '.join(known)})")
+    return names
+
+
+def _run(args: argparse.Namespace, provider: ModelProvider, err: TextIO) -> None:
+    items = read_suite(Path(args.suite))[: args.limit]
+    systems: list[SystemName] = _names(args.systems, SYSTEMS, "systems")  # type: ignore[assignment]
+    modes: list[Mode] = _names(args.modes, MODES, "modes")  # type: ignore[assignment]
+    tracks: list[Track] = [("generate", s) for s in systems if "generate" in modes]
+    tracks += [("loglik", s) for s in systems if "loglik" in modes and s in LOGLIK_SYSTEMS]
     folder = Path(args.out)
     if args.fresh:
         (folder / RUNS_FILE).unlink(missing_ok=True)
@@ -118,48 +154,103 @@ def _run(args: argparse.Namespace, provider: ModelProvider) -> None:
     )
     pool = ExpertPool(provider)
     app = CompLLM(registry=registry, context=context, pool=pool)
-    monolithic = args.monolithic_model or registry.expert(registry.generalist).model
-    meta = {
+    monolithic = args.monolithic_model or str(registry.expert(registry.generalist).model)
+    meta: dict[str, Any] = {
         "suite": f"{args.suite} ({len(items)} items, {sum(len(i.parts) for i in items)} parts)",
         "systems": systems,
+        "modes": modes,
         "planner": f"{context.planner_mode} ({context.planner_model})",
         "experts": registry.source,
         "monolithic_model": monolithic,
         "max_new_tokens_per_part": args.max_new_tokens,
     }
     folder.mkdir(parents=True, exist_ok=True)
+    write_suite(items, folder / SUITE_FILE)
     (folder / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    scorer_for = _option_scorers(provider)
 
-    def run_one(system: SystemName, item: CompositeItem, reference: SystemRun | None) -> SystemRun:
-        return run_system(
-            system,
-            item,
-            app,
-            pool,
-            monolithic_model=monolithic,
-            max_new_tokens=args.max_new_tokens,
-            reference=reference,
+    with ExitStack() as stack:
+        planning_app: CompLLM | None = None
+        if ("loglik", "comp-llm") in tracks:
+            # Plans for log-likelihood scoring when no generation run made one: the run
+            # pauses for review after routing and is never resumed (no expert runs).
+            saver = stack.enter_context(open_checkpointer("memory"))
+            planning_app = CompLLM(
+                registry=registry, context=context, pool=pool, checkpointer=saver
+            )
+
+        def routed_plan(item: CompositeItem, reference: SystemRun | None) -> tuple[Plan, float]:
+            if reference is not None and reference.plan is not None:
+                return reference.plan, reference.plan_s
+            assert planning_app is not None
+            started = time.perf_counter()
+            paused = planning_app.invoke(item.query, review_plan=True)
+            return paused.plan, time.perf_counter() - started
+
+        def run_one(
+            mode: Mode, system: SystemName, item: CompositeItem, reference: SystemRun | None
+        ) -> SystemRun:
+            if mode == "generate":
+                return run_system(
+                    system,
+                    item,
+                    app,
+                    pool,
+                    monolithic_model=monolithic,
+                    max_new_tokens=args.max_new_tokens,
+                    reference=reference,
+                )
+            plan, plan_s = routed_plan(item, reference) if system == "comp-llm" else (None, 0.0)
+            return loglik_run(
+                system,
+                item,
+                scorer_for=scorer_for,
+                registry=registry,
+                monolithic_model=monolithic,
+                plan=plan,
+                plan_s=plan_s,
+            )
+
+        def warm_up() -> None:
+            """Load every model and the router's profiles with one tiny pipeline run."""
+            one = Plan.build([SubQuery(id="q1", question="Hello?", expert=registry.generalist)])
+            app.invoke("Hello?", plan=one)
+            pool.call(monolithic, [HumanMessage("Hello?")], {"max_new_tokens": 1}).result()
+            planning = [context.aggregator_model]
+            if context.planner_mode != "rules":
+                planning.append(context.planner_model)
+            for ref in planning:
+                with pool.lease(ref):
+                    pass
+            if any(mode == "loglik" for mode, _ in tracks):
+                print("· loading models for log-likelihood scoring ...", file=err, flush=True)
+                for ref in {
+                    monolithic,
+                    *(s.model for s in registry.experts if is_local_model(s.model)),
+                }:
+                    scorer_for(ref)
+
+        runs = run_suite(
+            items, tracks, run_one, folder, progress=not args.no_progress, warm_up=warm_up
         )
-
-    def warm_up() -> None:
-        """Load every model and the router's profiles with one tiny pipeline run."""
-        one = Plan.build([SubQuery(id="q1", question="Hello?", expert=registry.generalist)])
-        app.invoke("Hello?", plan=one)
-        pool.call(monolithic, [HumanMessage("Hello?")], {"max_new_tokens": 1}).result()
-        planning = [context.aggregator_model]
-        if context.planner_mode != "rules":
-            planning.append(context.planner_model)
-        for ref in planning:
-            with pool.lease(ref):
-                pass
-
-    runs = run_suite(
-        items, systems, run_one, folder, progress=not args.no_progress, warm_up=warm_up
-    )
     # Counted now, while the models are loaded, so `bench report` never has to load them.
     models = sorted({m for r in runs for m in r.models})
     meta["parameters"] = {m: parameter_count(provider, m) for m in models}
     (folder / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+
+
+def _option_scorers(provider: ModelProvider) -> Callable[[str], OptionScorer]:
+    """One option scorer per model reference, loaded on first use: the provider's own when it
+    offers one (`provider.option_scorer(ref)`), else the model loaded through transformers."""
+    loaded: dict[str, OptionScorer] = {}
+    own = getattr(provider, "option_scorer", None)
+
+    def scorer_for(ref: str) -> OptionScorer:
+        if ref not in loaded:
+            loaded[ref] = own(ref) if callable(own) else TransformersOptionScorer.load(ref)
+        return loaded[ref]
+
+    return scorer_for
 
 
 def _bench_registry(
@@ -180,13 +271,16 @@ def _report(folder: Path, out: TextIO, provider: ModelProvider) -> int:
     runs = load_runs(folder)
     if not runs:
         raise CompLLMError(f"{folder}: no runs to report")
+    if not (folder / SUITE_FILE).is_file():
+        raise CompLLMError(f"{folder}: no {SUITE_FILE} (run `compllm bench run` into it again)")
+    items = read_suite(folder / SUITE_FILE)
     meta_file = folder / "meta.json"
     meta = json.loads(meta_file.read_text("utf-8")) if meta_file.is_file() else {}
     parameters = dict(meta.get("parameters") or {})
     for model in sorted({m for r in runs for m in r.models} - set(parameters)):
         parameters[model] = parameter_count(provider, model)
-    summary = summarize(runs, parameters)
+    summary = summarize(runs, items, parameters)
     written = write_report(folder, summary, runs, meta)
-    print(markdown_table(summary), file=out)
+    print(markdown_report(summary), file=out)
     print("wrote " + ", ".join(str(p) for p in written), file=out)
     return 0

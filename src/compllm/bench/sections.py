@@ -1,0 +1,111 @@
+"""Cutting a final answer (what the user reads) into the parts of the composite query, the
+same way for every system: the monolithic model's one reply and the pipelines' aggregated
+answer are read by this one function.
+
+A part's section is found, in this order:
+1. Markers: "Part 2:", "Question 2 -", "**Q2**", "Answer 2:" anywhere; "2." / "2)" / "(2)" at
+   a line start; "Second:", "The second question:" at a line or sentence start; "b)" / "(b)"
+   at a line start when the query itself lettered its parts. Everything after a marker up to
+   the next marker belongs to that part; when a part is marked twice its sections are joined
+   (extraction then takes the last statement in them).
+2. The part's own question echoed back: an unmarked reply that repeats the question (or its
+   first words) before answering it.
+3. Lines: a reply with no marker at all and exactly one non-empty line per part.
+4. A one-part query: the whole reply.
+A part found none of these ways gets no section (and no answer): reported as "not located".
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = ["Sections", "split_sections"]
+
+_ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth")
+_WORD_MARKER = re.compile(
+    r"\**(?i:\b(?:part|question|q|answer|task|problem)\s*#?\s*(\d{1,2})\b)\**\s*(?:[:.)\-–]|\(|\n)",
+)
+_NUMBER_MARKER = re.compile(r"(?m:^)[ \t>*#-]*\(?(\d{1,2})\s*[.):](?!\d)\**")
+_ORDINAL_MARKER = re.compile(
+    r"(?:(?<![^\n])|(?<=[.!?]\s))[ \t>*#-]*(?i:(?:the\s+|for\s+the\s+)?("
+    + "|".join(_ORDINALS)
+    + r")(?:\s+(?:question|part|one|answer|problem|step))?)\s*[:,.\-–]"
+)
+_LETTER_MARKER = re.compile(r"(?m:^)[ \t>*#-]*\(?([a-h])\)")
+
+
+@dataclass(frozen=True)
+class Sections:
+    texts: list[str]  # one per part, '' where not located
+    how: list[str]  # per part: "marker", "echo", "line", "whole" or "none"
+
+
+def split_sections(
+    text: str,
+    count: int,
+    *,
+    questions: Sequence[str] = (),
+    lettered: bool = False,
+) -> Sections:
+    """The reply's section for each of `count` parts (see the module doc). `questions` are the
+    parts' own texts, for echo anchors; `lettered` when the query labelled its parts a), b)."""
+    anchors = _markers(text, count, lettered)
+    how = ["marker" if any(n == i for _, _, n in anchors) else "none" for i in range(count)]
+    for index, question in enumerate(questions[:count]):
+        if how[index] == "none" and (at := _echo(text, question)) is not None:
+            anchors.append((at, at, index))
+            how[index] = "echo"
+    anchors.sort()
+    texts = [""] * count
+    if anchors:
+        ends = [start for start, _, _ in anchors[1:]] + [len(text)]
+        for (_, body_start, index), end in zip(anchors, ends, strict=True):
+            body = text[body_start:end].strip(" \t\n*#>")
+            texts[index] = f"{texts[index]}\n{body}" if texts[index] else body
+        return Sections(texts, how)
+    if count == 1:
+        return Sections([text.strip()], ["whole"])
+    lines = [line.strip() for line in text.split("\n") if line.strip()]
+    if len(lines) == count:
+        return Sections(lines, ["line"] * count)
+    return Sections(texts, how)
+
+
+def _markers(text: str, count: int, lettered: bool) -> list[tuple[int, int, int]]:
+    """(marker start, section start, part index) of every marker naming a part 1..count."""
+    found: dict[int, tuple[int, int, int]] = {}
+    patterns = [_WORD_MARKER, _NUMBER_MARKER]
+    for pattern in patterns:
+        for match in pattern.finditer(text):
+            number = int(match.group(1))
+            if 1 <= number <= count:
+                found.setdefault(match.start(), (match.start(), match.end(), number - 1))
+    for match in _ORDINAL_MARKER.finditer(text):
+        index = _ORDINALS.index(match.group(1).lower())
+        if index < count:
+            found.setdefault(match.start(), (match.start(), match.end(), index))
+    if lettered:
+        for match in _LETTER_MARKER.finditer(text):
+            index = "abcdefgh".index(match.group(1))
+            if index < count:
+                found.setdefault(match.start(), (match.start(), match.end(), index))
+    # A marker inside another's span (e.g. "Part 2:" matched as "2:" too) counts once.
+    ordered = sorted(found.values())
+    kept: list[tuple[int, int, int]] = []
+    for anchor in ordered:
+        if kept and anchor[0] < kept[-1][1]:
+            continue
+        kept.append(anchor)
+    return kept
+
+
+def _echo(text: str, question: str) -> int | None:
+    """Where the reply repeats the start of `question` (its first eight words), if it does."""
+    words = re.findall(r"\w+", question)[:8]
+    if len(words) < 3:
+        return None
+    pattern = r"\W+".join(re.escape(w) for w in words)
+    match = re.search(pattern, text, re.IGNORECASE)
+    return None if match is None else match.start()
