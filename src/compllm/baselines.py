@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from langchain_core.messages import HumanMessage, SystemMessage
+from langgraph.config import get_config
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
@@ -73,7 +74,9 @@ def build_monolithic_graph(
         started = time.perf_counter()
         messages = [SystemMessage(context.system_prompt), HumanMessage(state["query"])]
         settings = {"max_new_tokens": context.max_new_tokens, "temperature": 0.0}
-        message = services.pool.call(context.model, messages, settings).result()
+        # The run's config (callbacks, tracing, the messages stream) goes with the call.
+        call = services.pool.call(context.model, messages, settings, config=get_config())
+        message = call.result()
         usage = message.usage_metadata
         return {
             "final_answer": message.text.strip(),
