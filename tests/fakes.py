@@ -259,10 +259,12 @@ class SizedProvider(FakeProvider):
 
 
 class AsyncNativeChatModel(BaseChatModel):
-    """A natively async model (like a remote endpoint): `_agenerate` awaits `delay_s` and
-    notes whether it was cancelled."""
+    """A natively async model (like a remote endpoint): `_agenerate` awaits `delay_s` (or,
+    with `answers=False`, never answers, like a stuck endpoint) and notes whether it was
+    cancelled."""
 
     delay_s: float = 0.0
+    answers: bool = True
     cancelled: bool = False
     threads: list[str] = Field(default_factory=list)
 
@@ -280,7 +282,10 @@ class AsyncNativeChatModel(BaseChatModel):
     ) -> ChatResult:
         self.threads.append(threading.current_thread().name)
         try:
-            await asyncio.sleep(self.delay_s)
+            if self.answers:
+                await asyncio.sleep(self.delay_s)
+            else:
+                await asyncio.Event().wait()  # set by nobody: only cancelling ends it
         except asyncio.CancelledError:
             self.cancelled = True
             raise

@@ -1,9 +1,9 @@
-"""The expert pool: memory budget, eviction, batching, priority; no timing assertions."""
+"""The expert pool: memory budget, eviction, batching, priority. No timing: blocked fakes
+and events say when something has happened."""
 
 import asyncio
 import random
 import threading
-import time
 from concurrent.futures import wait
 
 import pytest
@@ -29,8 +29,12 @@ def echo(prompt, call):
     return f"answer to {call.messages[-1].text}"
 
 
-def blocked_until(gate: threading.Event):
+def blocked_until(gate: threading.Event, started: threading.Event | None = None):
+    """Answers only once the test opens `gate`; sets `started` when the call begins."""
+
     def respond(prompt, call):
+        if started is not None:
+            started.set()
         assert gate.wait(10), "the test never opened the gate"
         return echo(prompt, call)
 
@@ -75,20 +79,27 @@ def test_the_least_recently_used_idle_model_is_evicted_never_a_busy_one():
 
 
 def test_a_model_waits_for_room_while_every_loaded_model_is_working():
-    gate = threading.Event()
+    gate, a_started, b_waits = threading.Event(), threading.Event(), threading.Event()
     provider = SizedProvider(
         chat={
-            "a": ScriptedChatModel(respond=blocked_until(gate)),
+            "a": ScriptedChatModel(respond=blocked_until(gate, a_started)),
             "b": BatchingChatModel(respond=echo),
         },
         sizes={"a": 60 * MB, "b": 60 * MB},
     )
-    pool = ExpertPool(provider, memory_budget_bytes=100 * MB)
+
+    def on_event(message: str) -> None:
+        if message == "b waits for room: every loaded model is working":
+            b_waits.set()
+
+    pool = ExpertPool(provider, memory_budget_bytes=100 * MB, on_event=on_event)
     first = pool.call("a", ask("first"))
-    while not first.running():
-        time.sleep(0.001)
+    assert a_started.wait(10)
     second = pool.call("b", ask("second"))
-    assert not second.done()  # no room, and "a" has work: it is not evicted
+    # No room for "b", and "a" has work: "b" waits (and says so) instead of evicting "a".
+    assert b_waits.wait(10), "b's load never waited for room"
+    assert set(pool.stats().loaded) == {"a"} and provider.released == []
+    assert provider.loads == ["a"]
     gate.set()
     assert second.result(5).text == "answer to second"
     assert first.result(5).text == "answer to first"
@@ -120,10 +131,11 @@ def test_experts_on_the_same_weights_share_one_loaded_copy():
 
 
 def test_calls_queued_for_a_batching_model_share_one_generation_and_get_their_own_answers():
-    gate = threading.Event()
+    gate, holding = threading.Event(), threading.Event()
 
     def respond(prompt, call):
         if call.messages[-1].text == "hold":
+            holding.set()
             assert gate.wait(10)
         return echo(prompt, call)
 
@@ -131,11 +143,11 @@ def test_calls_queued_for_a_batching_model_share_one_generation_and_get_their_ow
     pool = ExpertPool(SizedProvider(chat={"m": model}), max_batch_size=4)
     pool.call("m", ask("warm-up")).result(5)  # loaded: from now on "m" batches
     hold = pool.call("m", ask("hold"))
-    while not hold.running():
-        time.sleep(0.001)
+    assert holding.wait(10)  # the model is busy with "hold": what follows queues
     futures = {f"q{i}": pool.call("m", ask(f"q{i}")) for i in range(6)}
     futures["other"] = pool.call("m", ask("other"), {"max_new_tokens": 5})
     gate.set()
+    assert hold.result(5).text == "answer to hold"
     wait(futures.values(), timeout=10)
     assert {q: f.result().text for q, f in futures.items()} == {
         q: f"answer to {q}" for q in futures
@@ -146,12 +158,13 @@ def test_calls_queued_for_a_batching_model_share_one_generation_and_get_their_ow
 
 
 def test_queued_calls_leave_in_priority_order():
-    gate = threading.Event()
+    gate, first_started = threading.Event(), threading.Event()
     order: list[str] = []
 
     def respond(prompt, call):
         text = call.messages[-1].text
         if text == "first":
+            first_started.set()
             assert gate.wait(10)
         order.append(text)
         return text
@@ -160,8 +173,7 @@ def test_queued_calls_leave_in_priority_order():
     pool = ExpertPool(provider, max_batch_size=1)
     pool.call("m", ask("warm-up")).result(5)
     first = pool.call("m", ask("first"))  # occupies the model
-    while not first.running():
-        time.sleep(0.001)
+    assert first_started.wait(10)
     calls = [
         pool.call("m", ask(name), priority=p) for name, p in [("low", 1), ("high", 9), ("mid", 5)]
     ]
@@ -171,12 +183,11 @@ def test_queued_calls_leave_in_priority_order():
 
 
 def test_a_cancelled_call_that_has_not_started_never_runs():
-    gate = threading.Event()
-    model = BatchingChatModel(respond=blocked_until(gate))
+    gate, started = threading.Event(), threading.Event()
+    model = BatchingChatModel(respond=blocked_until(gate, started))
     pool = ExpertPool(SizedProvider(chat={"m": model}), max_batch_size=1)
     running = pool.call("m", ask("running"))
-    while not running.running():
-        time.sleep(0.001)
+    assert started.wait(10)
     queued = pool.call("m", ask("queued"))
     assert queued.cancel()
     gate.set()
@@ -206,9 +217,9 @@ def test_an_async_native_model_is_awaited_on_the_loop_and_a_timeout_cancels_it()
 
     async def main():
         first = await pool.acall("remote", ask("q"))
-        model.delay_s = 30
+        model.answers = False  # from now on the endpoint is stuck: only a timeout ends a call
         with pytest.raises(TimeoutError):
-            await asyncio.wait_for(pool.acall("remote", ask("slow")), 0.05)
+            await asyncio.wait_for(pool.acall("remote", ask("stuck")), 0.05)
         return first
 
     assert asyncio.run(main()).text == "async answer"

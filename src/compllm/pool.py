@@ -132,6 +132,8 @@ class ExpertPool:
     max_batch_size: most prompts in one batched generation (calls may ask for fewer).
     batch_window_s: how long a batching model waits for siblings before its first batch.
     max_workers: threads that run model calls, across all models.
+    on_event: receives one-line messages about memory (a model unloaded to make room, a
+    load waiting for room), also logged.
     """
 
     def __init__(
@@ -373,6 +375,7 @@ class ExpertPool:
     def _resident(self, lane: _Lane) -> BaseChatModel:
         """The lane's model, loaded first (making room) if needed."""
         need = self._estimate(lane.key)
+        waiting = False
         with self._cond:
             while True:
                 if lane.model is not None:
@@ -392,8 +395,11 @@ class ExpertPool:
                 victim = self._least_recently_used_idle(exclude=lane)
                 if victim is not None:
                     self._evict(victim)
-                else:
-                    self._cond.wait()  # every loaded model is working: wait for one to idle
+                else:  # every loaded model is working: wait for one to idle
+                    if not waiting:
+                        waiting = True
+                        self._tell(f"{lane.key[0]} waits for room: every loaded model is working")
+                    self._cond.wait()
             lane.loading = True
             self._used += need
             self._peak = max(self._peak, self._used)
@@ -439,7 +445,10 @@ class ExpertPool:
         self._evictions += 1
         if isinstance(self.provider, MemoryAwareProvider):
             self.provider.release_chat_model(ref, trust_remote_code=trust)
-        message = f"unloaded {ref} to stay within the memory budget"
+        self._tell(f"unloaded {ref} to stay within the memory budget")
+
+    def _tell(self, message: str) -> None:
+        """Log what the pool did about memory, and pass it to `on_event`."""
         log.info(message)
         if self.on_event is not None:
             self.on_event(message)
