@@ -1,6 +1,5 @@
 """The whole pipeline on fake models: plan -> route -> parallel experts -> aggregate."""
 
-import itertools
 import os
 import threading
 from pathlib import Path
@@ -80,36 +79,57 @@ def test_a_parents_answer_reaches_its_childs_prompt_quoted_as_data(registry):
     assert result.answers[1].status == "ok"
 
 
-def overlap(a, b) -> bool:
-    return max(a.started, b.started) < min(a.finished, b.finished)
-
-
-def three_independent(registry, **kwargs):
+def three_independent(registry, respond, **kwargs) -> list[str]:
+    """Runs a three-part plan whose expert calls all go to `respond`; the answers' statuses."""
     provider = make_provider(
         planner=plan_json(
             ("q1", "What is the derivative of x^2?", []),
             ("q2", "What are the symptoms of diabetes?", []),
             ("q3", "What makes a contract binding?", []),
         ),
-        expert_delay_s=0.3,
         aggregate="derivative diabetes contract",
     )
-    app(provider, registry).invoke(
+    provider.chat["expert-model"] = ScriptedChatModel(respond=respond)
+    result = app(provider, registry).invoke(
         "What is the derivative of x^2? What are the symptoms of diabetes? "
         "What makes a contract binding?",
         **kwargs,
     )
-    return provider.chat["expert-model"].calls
+    return [a.status for a in result.answers]
 
 
 def test_independent_experts_run_at_the_same_time(registry):
-    q1, q2, q3 = three_independent(registry)
-    assert overlap(q1, q2) and overlap(q2, q3) and overlap(q1, q3)
+    # Each call answers only once all three are in flight; one at a time, the barrier breaks.
+    all_three = threading.Barrier(3, timeout=10)
+
+    def respond(prompt, call):
+        all_three.wait()
+        return "ok"
+
+    assert three_independent(registry, respond) == ["ok", "ok", "ok"]
 
 
 def test_max_concurrency_bounds_how_many_experts_run_at_once(registry):
-    calls = sorted(three_independent(registry, max_parallel_experts=1), key=lambda c: c.started)
-    assert not any(overlap(a, b) for a, b in itertools.pairwise(calls))
+    in_flight, most = [0], [0]
+    changed = threading.Condition()
+    first = threading.Event()
+
+    def respond(prompt, call):
+        with changed:
+            in_flight[0] += 1
+            most[0] = max(most[0], in_flight[0])
+            changed.notify_all()
+            if not first.is_set():
+                first.set()
+                # The first call gives any call started beside it the chance to show: an
+                # executor that ignored the bound starts all three at once. Whatever the
+                # timing, a bound of one passes.
+                changed.wait_for(lambda: in_flight[0] > 1, timeout=0.2)
+            in_flight[0] -= 1
+        return "ok"
+
+    assert three_independent(registry, respond, max_parallel_experts=1) == ["ok", "ok", "ok"]
+    assert most[0] == 1
 
 
 def test_a_failing_expert_is_retried_then_marked_failed_and_the_run_finishes(registry):
@@ -165,14 +185,23 @@ def test_a_flaky_expert_succeeds_on_retry(registry):
 
 
 def test_a_slow_expert_times_out_and_is_reported(registry):
-    provider = make_provider(
-        planner=plan_json(("q1", "What is the derivative of x^2?", [])), expert_delay_s=2.0
-    )
-    result = app(provider, registry).invoke("What is the derivative of x^2?", expert_timeout_s=0.1)
+    release = threading.Event()  # the expert answers only after the run (never in time)
+
+    def respond(prompt, call):
+        assert release.wait(30), "the test never released the expert"
+        return "too late"
+
+    provider = make_provider(planner=plan_json(("q1", "What is the derivative of x^2?", [])))
+    provider.chat["expert-model"] = ScriptedChatModel(respond=respond)
+    try:
+        result = app(provider, registry).invoke(
+            "What is the derivative of x^2?", expert_timeout_s=0.1
+        )
+    finally:
+        release.set()
     (answer,) = result.answers
-    assert answer.status == "failed" and answer.error.startswith(
-        "ExpertTimeoutError: no answer within 0.1 s"
-    )
+    assert answer.status == "failed" and answer.attempts == 2  # timed out, retried, timed out
+    assert answer.error == "ExpertTimeoutError: no answer within 0.1 s"
     assert result.aggregation == "none"
     assert "No expert produced an answer." in result.answer
 
@@ -268,15 +297,25 @@ def test_a_given_plan_skips_the_planner_and_is_still_routed(registry):
     assert [(r.id, r.expert) for r in result.routes] == [("a", "math"), ("b", "medicine")]
 
 
+def all_at_once(parties: int) -> ScriptedChatModel:
+    """An expert whose calls answer only once `parties` of them are in flight together."""
+    together = threading.Barrier(parties, timeout=10)
+
+    def respond(prompt, call):
+        together.wait()  # breaks (and the call fails) unless all of them run at once
+        return "ok"
+
+    return ScriptedChatModel(respond=respond)
+
+
 def test_many_independent_experts_all_run_at_once_when_slots_allow(registry):
     from compllm import Plan, SubQuery
 
-    provider = make_provider(expert_delay_s=0.3, aggregate="done")
+    provider = make_provider(aggregate="done")
+    provider.chat["expert-model"] = all_at_once(6)
     plan = Plan.build([SubQuery(id=f"q{i}", question=f"Solve equation {i}") for i in range(6)])
-    app(provider, registry).invoke("six equations", plan=plan, max_parallel_experts=6)
-    calls = provider.chat["expert-model"].calls
-    assert len(calls) == 6
-    assert max(c.started for c in calls) < min(c.finished for c in calls)
+    result = app(provider, registry).invoke("six equations", plan=plan, max_parallel_experts=6)
+    assert [a.status for a in result.answers] == ["ok"] * 6
 
 
 def test_studio_can_render_the_input_output_and_context_schemas():
@@ -297,14 +336,13 @@ def test_async_runs_work_too_as_langgraph_server_and_studio_use_them(registry):
 
     from compllm import Plan, SubQuery
 
-    provider = make_provider(expert_delay_s=0.3, aggregate="done")
+    provider = make_provider(aggregate="done")
+    provider.chat["expert-model"] = all_at_once(3)
     plan = Plan.build([SubQuery(id=f"q{i}", question=f"Solve equation {i}") for i in range(3)])
     result = asyncio.run(
         asyncio.wait_for(app(provider, registry).ainvoke("three equations", plan=plan), 30)
     )
     assert [a.status for a in result.answers] == ["ok", "ok", "ok"]
-    calls = provider.chat["expert-model"].calls
-    assert max(c.started for c in calls) < min(c.finished for c in calls)
 
 
 def test_experts_fixed_in_a_given_plan_are_kept_and_still_scored(registry):
