@@ -30,7 +30,6 @@ from compllm.nodes import (
     make_aggregate_node,
     make_dispatch,
     make_execute_node,
-    make_expert_failed_node,
     make_review_node,
     make_route_node,
     make_wave_expert_node,
@@ -109,12 +108,7 @@ def create_compllm(
     )
     builder.add_node("execute", make_execute_node(services, retry))
     builder.add_node("schedule", schedule)
-    builder.add_node(
-        "wave_expert",  # not "expert": LangGraph would apply its error handler to the tasks
-        make_wave_expert_node(services),
-        retry_policy=retry,
-        error_handler=make_expert_failed_node(),
-    )
+    builder.add_node("wave_expert", make_wave_expert_node(services), retry_policy=retry)
     builder.add_node("aggregate", make_aggregate_node(services))
     builder.add_edge(START, "plan")
     builder.add_edge("plan", "route")

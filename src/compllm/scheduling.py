@@ -9,20 +9,19 @@ When fewer slots than ready sub-queries are free, those with the longest remaini
 
 from __future__ import annotations
 
-import heapq
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from functools import cached_property
-from typing import Any
 
 from compllm.plan import Plan, SubQuery
 from compllm.registry import Registry
 from compllm.state import Context, ExpertTask, ParentAnswer, SubAnswer
 
 __all__ = [
-    "PlanRun",
+    "Gate",
+    "Turn",
     "expert_task",
     "expired_answers",
     "priority_order",
@@ -139,87 +138,181 @@ def expert_task(
     )
 
 
-@dataclass
-class PlanRun:
-    """The bookkeeping of one plan's execution, incremental so that each finished sub-query
-    costs time in proportion to its children, not to the plan.
+@dataclass(frozen=True)
+class Turn:
+    """What a called expert task is told when its turn comes: call the expert with these
+    parents' answers, or return `answer` without calling (skipped, or out of time)."""
 
-    `write` receives the `subquery_end` events of sub-queries that end without a call
-    (failed by the time limit); `new` collects every answer this run recorded.
+    parents: list[ParentAnswer] = field(default_factory=list)
+    answer: SubAnswer | None = None
+
+
+Wake = Callable[[Turn], None]
+
+
+class Gate:
+    """Grants the called expert tasks of one plan their turn to call their expert.
+
+    The executor calls every sub-query's task at once, in a fixed order (LangGraph knows a
+    node's tasks by the order they were called, so a resumed run finds each finished call's
+    saved answer under the same sub-query); each task then waits here until its parents have
+    answered and a slot is free. When slots are scarce, the longest remaining chain goes
+    first. Thread-safe: sync runs wait on threads, async runs on the event loop.
+
+    - `arrive(sid, wake)`: a task asks for its turn; the `Turn` now, or later through `wake`.
+    - `finish(sid, answer)`: the executor reports a task's outcome (also for tasks a resumed
+      run took from the checkpoint, which never arrive).
+    - `expire()`: the run is out of time; tasks still waiting are told so.
+
+    No grant is made before `start()` (the executor has called its first tasks) and until
+    every called task has arrived, finished, or the run's threads are all taken
+    (`capacity`), so that the first grants go by priority, not by which thread started first.
     """
 
-    plan: Plan
-    query: str
-    context: Context
-    registry: Registry
-    expected_latency: Callable[[str], float]
-    answers: dict[str, SubAnswer]
-    write: Callable[[dict[str, Any]], None] = lambda event: None
-    new: dict[str, SubAnswer] = field(default_factory=dict)
-    running: dict[str, str] = field(default_factory=dict)  # sub-query id -> expert
+    def __init__(
+        self,
+        plan: Plan,
+        query: str,
+        context: Context,
+        registry: Registry,
+        expected_latency: Callable[[str], float],
+        answers: Mapping[str, SubAnswer],
+        capacity: int | None = None,
+        out_of_time: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self.plan, self.query, self.context, self.registry = plan, query, context, registry
+        self.capacity, self.out_of_time = capacity, out_of_time
+        self.answers: dict[str, SubAnswer] = dict(answers)
+        self.new: dict[str, SubAnswer] = {}
+        ranks = remaining_ranks(plan, expected_latency)
+        self.order = priority_order(plan, ranks)
+        self._called: set[str] = set()
+        self._waiting: dict[str, Wake] = {}
+        self._granted: dict[str, Turn] = {}
+        self._running: dict[str, str] = {}  # sub-query id -> expert, while it holds a slot
+        self._started = self._open = False
+        self._expired = False
+        self._lock = threading.Lock()
+        self._record(skipped_answers(plan, self.answers))  # a resumed run may have some
 
-    def __post_init__(self) -> None:
-        self.ranks = remaining_ranks(self.plan, self.expected_latency)
-        self.order = priority_order(self.plan, self.ranks)
-        self._record(skipped_answers(self.plan, self.answers))  # a resumed run may have some
-        self.waiting = {  # parents still without an answer
-            sub.id: sum(d not in self.answers for d in set(sub.depends_on))
-            for sub in self.plan.subqueries
-        }
-        self.ready = [self._key(sub) for sub in ready_subqueries(self.plan, self.answers)]
-        heapq.heapify(self.ready)
+    def call_order(self) -> list[str]:
+        """The sub-queries still to answer, in the order their tasks are called."""
+        return [sid for sid in self.plan.topological_order() if sid not in self.answers]
 
-    def next_tasks(self) -> list[ExpertTask]:
-        """The sub-queries to start now (ready, within slots, critical path first)."""
-        candidates: list[SubQuery] = []
-        while self.ready and len(candidates) < len(self.plan):
-            candidates.append(self.plan.get(heapq.heappop(self.ready)[2]))
-            if len(candidates) >= self.context.max_parallel_experts - len(self.running) and (
-                not self._has_expert_limits
-            ):
-                break
-        chosen = startable(candidates, self.running, context=self.context, registry=self.registry)
-        picked = {sub.id for sub in chosen}
-        for sub in candidates:
-            if sub.id not in picked:
-                heapq.heappush(self.ready, self._key(sub))
-        for sub in chosen:
-            self.running[sub.id] = sub.expert or ""
-        return [expert_task(sub, self.answers, self.ranks[sub.id], self.query) for sub in chosen]
+    def task_input(self, sid: str) -> ExpertTask:
+        """A task's input: the sub-query (its parents' answers come with its turn)."""
+        sub = self.plan.get(sid)
+        return ExpertTask(
+            id=sid,
+            question=sub.question,
+            expert=sub.expert or "",
+            parents=[],
+            priority=-self.order[sid][0],
+            query=self.query,
+        )
 
-    def finish(self, task: ExpertTask, outcome: SubAnswer) -> None:
-        """Record a call's outcome and make its children ready (or skip them)."""
-        sid = task["id"]
-        del self.running[sid]
-        self._record({sid: outcome})
-        if outcome.status != "ok":
-            self._record(skipped_answers(self.plan, self.answers))
-            return
-        for child in self.plan.children(sid):
-            self.waiting[child] -= 1
-            if self.waiting[child] == 0 and child not in self.answers:
-                heapq.heappush(self.ready, self._key(self.plan.get(child)))
+    def called(self, sid: str) -> None:
+        with self._lock:
+            self._called.add(sid)
 
-    def expire(self) -> None:
-        """The run is out of time: every sub-query without an answer fails, with the reason;
-        calls still running are abandoned (their results are dropped)."""
+    def start(self) -> None:
+        """The first tasks are called: grants may begin."""
+        with self._lock:
+            self._started = True
+            wakes = self._grant()
+        _deliver(wakes)
+
+    def arrive(self, sid: str, wake: Wake) -> Turn | None:
+        with self._lock:
+            if sid in self._granted:  # a retry: the turn is still this task's
+                return self._granted[sid]
+            turn = self._turn_without_call(sid)
+            if turn is not None:
+                return turn
+            self._waiting[sid] = wake
+            wakes = self._grant()
+        _deliver(wakes)
+        return None
+
+    def finish(self, sid: str, answer: SubAnswer) -> None:
+        with self._lock:
+            self._running.pop(sid, None)
+            self._granted.pop(sid, None)
+            self._waiting.pop(sid, None)
+            self._record({sid: answer})
+            if answer.status != "ok":
+                self._record(skipped_answers(self.plan, self.answers))
+            wakes = self._release_decided() + self._grant()
+        _deliver(wakes)
+
+    def expire(self) -> dict[str, SubAnswer]:
+        """Every sub-query without an answer fails with the reason; waiting tasks are told,
+        running calls are abandoned. Returns the failed answers."""
         assert self.context.max_run_s is not None
-        expired = expired_answers(self.plan, self.answers, self.context.max_run_s)
-        for answer in expired.values():
-            self.write(answer.end_event())
-        self._record(expired)
+        with self._lock:
+            self._expired = True
+            expired = expired_answers(self.plan, self.answers, self.context.max_run_s)
+            self._record(expired)
+            wakes = self._release_decided()
+        _deliver(wakes)
+        return expired
 
     @property
     def done(self) -> bool:
-        return not self.running and not self.ready
+        return len(self.answers) >= len(self.plan)
 
-    @cached_property
-    def _has_expert_limits(self) -> bool:
-        return any(e.max_concurrency is not None for e in self.registry.experts)
+    # -- internals (with the lock held) ------------------------------------------------------
 
-    def _key(self, sub: SubQuery) -> tuple[float, int, str]:
-        return (*self.order[sub.id], sub.id)
+    def _turn_without_call(self, sid: str) -> Turn | None:
+        """The answer a task returns without calling: decided (skipped, expired) already."""
+        if sid in self.answers:
+            return Turn(answer=self.answers[sid])
+        return None
+
+    def _release_decided(self) -> list[tuple[Wake, Turn]]:
+        decided = [sid for sid in self._waiting if sid in self.answers]
+        return [(self._waiting.pop(sid), Turn(answer=self.answers[sid])) for sid in decided]
+
+    def _grant(self) -> list[tuple[Wake, Turn]]:
+        if self._expired or not self._started or self.out_of_time():
+            return []  # (out of time: no call starts; the executor fails what is left)
+        if not self._open:
+            settled = len(self._waiting) + sum(s in self.answers for s in self._called)
+            full = self.capacity is not None and len(self._waiting) >= self.capacity
+            if settled < len(self._called) and not full:
+                return []  # tasks are still starting: the first grants go by priority
+            self._open = True
+        ready = sorted(
+            (
+                self.plan.get(sid)
+                for sid in self._waiting
+                if all(
+                    d in self.answers and self.answers[d].status == "ok"
+                    for d in self.plan.get(sid).depends_on
+                )
+            ),
+            key=lambda sub: self.order[sub.id],
+        )
+        chosen = startable(ready, self._running, context=self.context, registry=self.registry)
+        wakes = []
+        for sub in chosen:
+            self._running[sub.id] = sub.expert or ""
+            turn = Turn(parents=[_parent(self.answers[d]) for d in sub.depends_on])
+            self._granted[sub.id] = turn
+            wakes.append((self._waiting.pop(sub.id), turn))
+        return wakes
 
     def _record(self, answers: Mapping[str, SubAnswer]) -> None:
-        self.answers.update(answers)
-        self.new.update(answers)
+        fresh = {sid: a for sid, a in answers.items() if sid not in self.answers}
+        self.answers.update(fresh)
+        self.new.update(fresh)
+
+
+def _parent(answer: SubAnswer) -> ParentAnswer:
+    return ParentAnswer(id=answer.id, question=answer.question, answer=answer.answer)
+
+
+def _deliver(wakes: list[tuple[Wake, Turn]]) -> None:
+    # Outside the lock: a wake may run the woken task's code on this thread (async).
+    for wake, turn in wakes:
+        wake(turn)

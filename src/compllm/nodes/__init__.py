@@ -8,7 +8,6 @@ from compllm.nodes.review import make_review_node
 from compllm.nodes.route import make_route_node
 from compllm.nodes.waves import (
     make_dispatch,
-    make_expert_failed_node,
     make_wave_expert_node,
     schedule,
 )
@@ -17,7 +16,6 @@ __all__ = [
     "make_aggregate_node",
     "make_dispatch",
     "make_execute_node",
-    "make_expert_failed_node",
     "make_review_node",
     "make_route_node",
     "make_wave_expert_node",

@@ -1,20 +1,24 @@
-"""The `execute` node (the default, dataflow executor): each sub-query starts as a LangGraph
-task named `expert` the moment its own parents are done.
+"""The `execute` node (the default, dataflow executor): every sub-query is a LangGraph task
+named `expert`, and each calls its expert the moment its own parents are done.
 
 LangGraph's supersteps would make a child of a fast branch wait for an unrelated slow
-sibling; tasks run outside that barrier. The node keeps the plan's bookkeeping
-(`compllm.scheduling.PlanRun`) and waits for whichever call finishes first, so a run takes
-about its plan's critical path. Each call is still its own task (in Studio, in the stream,
-in the checkpoint: a resumed run does not recompute finished calls), with the retry policy on
-the task.
+sibling; tasks run outside that barrier. The node calls all the plan's tasks at once, in a
+fixed order, and each task waits at the plan's `Gate` (`compllm.scheduling`) for its turn:
+parents answered, a slot free, the longest remaining chain first. So a run takes about its
+plan's critical path, each call is its own task (in Studio, in the stream, in the
+checkpoint), and a resumed run finds every finished call's saved answer: LangGraph knows a
+node's tasks by the order they were called, and that order depends only on the plan.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
+import threading
 import time
 from collections.abc import Callable, Generator
+from contextvars import ContextVar
 from typing import Any
 
 from langchain_core.runnables import Runnable, RunnableLambda
@@ -24,7 +28,7 @@ from langgraph.runtime import get_runtime
 from langgraph.types import RetryPolicy
 
 from compllm.experts import ExpertFailure, expert_steps, failed_answer
-from compllm.scheduling import PlanRun
+from compllm.scheduling import Gate, Turn
 from compllm.services import Services
 from compllm.state import (
     Context,
@@ -39,12 +43,13 @@ from compllm.state import (
 )
 from compllm.steps import Step, arun_steps, run_steps
 
-__all__ = ["expert_call_steps", "make_execute_node", "plan_run"]
+__all__ = ["expert_call_steps", "make_execute_node"]
 
-# What the scheduler asks for: start these tasks, then send back those that finished
-# (waiting at most the seconds given; None: no limit).
-_Wave = tuple[list[ExpertTask], float | None]
-_Finished = list[tuple[ExpertTask, SubAnswer | BaseException]]
+# The gate of the run whose node called a task. LangGraph runs a node's tasks in a copy of
+# the node's context (threads and asyncio tasks alike), so each task sees its own run's gate.
+_GATE: ContextVar[Gate] = ContextVar("compllm_gate")
+
+_Finished = list[tuple[str, SubAnswer | BaseException]]
 
 
 def expert_call_steps(
@@ -64,37 +69,44 @@ def expert_call_steps(
     )
 
 
-def plan_run(services: Services, state: State) -> PlanRun:
-    runtime = get_runtime(Context)
-    context = run_context(runtime.context)
-    return PlanRun(
+def _gate(services: Services, state: State, capacity: int | None) -> Gate:
+    context = run_context(get_runtime(Context).context)
+
+    def out_of_time() -> bool:
+        left = time_left(state, context)
+        return left is not None and left <= 0
+
+    return Gate(
         plan=state_plan(state),
         query=state["query"],
         context=context,
         registry=services.registry(context),
         expected_latency=services.expected_latency,
         answers=state_answers(state),
-        write=runtime.stream_writer,
+        capacity=capacity,
+        out_of_time=out_of_time,
     )
 
 
-def _schedule(run: PlanRun, state: State) -> Generator[_Wave, _Finished, None]:
-    """The dataflow loop, written once for sync and async runs."""
-    while True:
-        left = time_left(state, run.context)
+def _execution(gate: Gate, state: State) -> Generator[float | None, _Finished, None]:
+    """Record outcomes as tasks finish until every task has, or the run is out of time;
+    yields how long to wait at most, receives the tasks that finished. Written once for
+    sync and async runs."""
+    write = get_runtime(Context).stream_writer
+    position = {sid: i for i, sid in enumerate(gate.call_order())}
+    while not gate.done:
+        left = time_left(state, gate.context)
         if left is not None and left <= 0:
-            run.expire()
+            for answer in gate.expire().values():
+                write(answer.end_event())
             return
-        started = run.next_tasks()
-        if not started and not run.running:
-            return
-        for expert_input, outcome in (yield started, left):
+        for sid, outcome in sorted((yield left), key=lambda item: position[item[0]]):
             if isinstance(outcome, BaseException):
                 if not isinstance(outcome, ExpertFailure):
                     raise outcome  # a bug or a configuration error: fail the run loudly
-                outcome = failed_answer(expert_input, outcome)
-                run.write(outcome.end_event())
-            run.finish(expert_input, outcome)
+                outcome = failed_answer(gate.task_input(sid), outcome)
+                write(outcome.end_event())
+            gate.finish(sid, outcome)
 
 
 def make_execute_node(services: Services, retry_policy: RetryPolicy) -> Runnable[Any, Any]:
@@ -102,48 +114,107 @@ def make_execute_node(services: Services, retry_policy: RetryPolicy) -> Runnable
     `ainvoke`/`astream` (the LangGraph server), each driving its own kind of task."""
 
     def answer(expert_input: ExpertTask) -> SubAnswer:
-        return run_steps(expert_call_steps(services, expert_input))
+        turn = _wait_turn(_GATE.get(), expert_input["id"])
+        if turn.answer is not None:
+            return turn.answer  # decided without a call: skipped, or out of time
+        with_parents = ExpertTask(**{**expert_input, "parents": turn.parents})
+        return run_steps(expert_call_steps(services, with_parents))
 
     async def aanswer(expert_input: ExpertTask) -> SubAnswer:
-        return await arun_steps(expert_call_steps(services, expert_input))
+        turn = await _await_turn(_GATE.get(), expert_input["id"])
+        if turn.answer is not None:
+            return turn.answer
+        with_parents = ExpertTask(**{**expert_input, "parents": turn.parents})
+        return await arun_steps(expert_call_steps(services, with_parents))
 
     expert = _expert_task(answer, retry_policy)
     aexpert = _expert_task(aanswer, retry_policy)
 
     def execute(state: State) -> dict[str, Any]:
-        run = plan_run(services, state)
-        schedule = _schedule(run, state)
-        running: dict[concurrent.futures.Future[SubAnswer], ExpertTask] = {}
+        gate = _gate(services, state, capacity=_sync_task_threads())
+        token = _GATE.set(gate)
         try:
-            started, left = next(schedule)
+            calls: dict[concurrent.futures.Future[SubAnswer], str] = {}
+            for sid in gate.call_order():
+                gate.called(sid)
+                calls[expert(gate.task_input(sid))] = sid
+            gate.start()
+            execution = _execution(gate, state)
+            left = next(execution)
             while True:
-                running.update((expert(t), t) for t in started)
                 done, _ = concurrent.futures.wait(
-                    running, timeout=left, return_when=concurrent.futures.FIRST_COMPLETED
+                    calls, timeout=left, return_when=concurrent.futures.FIRST_COMPLETED
                 )
-                started, left = schedule.send([(running.pop(f), _outcome(f)) for f in done])
+                left = execution.send([(calls.pop(f), _outcome(f)) for f in done])
         except StopIteration:
             pass  # calls still running when time is up are abandoned: results dropped
-        return {"answers": answers_data(run.new)} if run.new else {}
+        finally:
+            _GATE.reset(token)
+        return {"answers": answers_data(gate.new)} if gate.new else {}
 
     async def aexecute(state: State) -> dict[str, Any]:
-        run = plan_run(services, state)
-        schedule = _schedule(run, state)
-        running: dict[asyncio.Future[SubAnswer], ExpertTask] = {}
+        gate = _gate(services, state, capacity=None)
+        token = _GATE.set(gate)
+        calls: dict[asyncio.Future[SubAnswer], str] = {}
         try:
-            started, left = next(schedule)
+            for sid in gate.call_order():
+                gate.called(sid)
+                calls[asyncio.ensure_future(aexpert(gate.task_input(sid)))] = sid
+            gate.start()
+            execution = _execution(gate, state)
+            left = next(execution)
             while True:
-                running.update((asyncio.ensure_future(aexpert(t)), t) for t in started)
                 done, _ = await asyncio.wait(
-                    running, timeout=left, return_when=asyncio.FIRST_COMPLETED
+                    calls, timeout=left, return_when=asyncio.FIRST_COMPLETED
                 )
-                started, left = schedule.send([(running.pop(f), _outcome(f)) for f in done])
+                left = execution.send([(calls.pop(f), _outcome(f)) for f in done])
         except StopIteration:
-            for future in running:
+            for future in calls:
                 future.cancel()  # async calls can be stopped, not only abandoned
-        return {"answers": answers_data(run.new)} if run.new else {}
+        finally:
+            _GATE.reset(token)
+        return {"answers": answers_data(gate.new)} if gate.new else {}
 
     return RunnableLambda(execute, afunc=aexecute, name="execute")
+
+
+def _wait_turn(gate: Gate, sid: str) -> Turn:
+    woken = threading.Event()
+    box: list[Turn] = []
+
+    def wake(turn: Turn) -> None:
+        box.append(turn)
+        woken.set()
+
+    turn = gate.arrive(sid, wake)
+    if turn is not None:
+        return turn
+    woken.wait()
+    return box[0]
+
+
+async def _await_turn(gate: Gate, sid: str) -> Turn:
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Turn] = loop.create_future()
+
+    def wake(turn: Turn) -> None:
+        loop.call_soon_threadsafe(_resolve, future, turn)
+
+    turn = gate.arrive(sid, wake)
+    return turn if turn is not None else await future
+
+
+def _resolve(future: asyncio.Future[Turn], turn: Turn) -> None:
+    if not future.done():
+        future.set_result(turn)
+
+
+def _sync_task_threads() -> int:
+    """Threads a sync run has for this node's tasks: LangGraph runs them on a pool of
+    `max_concurrency` threads (Python's default size when unset), one of which may be this
+    node's own."""
+    size = get_config().get("max_concurrency") or min(32, (os.cpu_count() or 1) + 4)
+    return max(1, size - 1)
 
 
 def _outcome(future: Any) -> SubAnswer | BaseException:

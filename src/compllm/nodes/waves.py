@@ -12,9 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from langgraph.errors import NodeError
 from langgraph.runtime import Runtime
-from langgraph.types import Command, Send
+from langgraph.types import Send
 
 from compllm.experts import ExpertFailure, failed_answer
 from compllm.nodes.execute import expert_call_steps
@@ -41,7 +40,7 @@ from compllm.state import (
 )
 from compllm.steps import run_steps
 
-__all__ = ["make_dispatch", "make_expert_failed_node", "make_wave_expert_node", "schedule"]
+__all__ = ["make_dispatch", "make_wave_expert_node", "schedule"]
 
 
 def schedule(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
@@ -80,25 +79,21 @@ def make_dispatch(services: Services) -> Callable[..., list[Send] | str]:
 
 
 def make_wave_expert_node(services: Services) -> NodeFunction[ExpertTask]:
+    """One `Send`: calls the sub-query's expert. A failure that another attempt could mend
+    is raised for the node's retry policy; after the last attempt the failure is recorded as
+    the sub-query's answer, so the wave ends and the aggregator can report it. Configuration
+    errors fail the run (and a resumed run tries again)."""
+
     def expert(state: ExpertTask, *, runtime: Runtime[Context]) -> dict[str, Any]:
-        answer = run_steps(expert_call_steps(services, state))
+        try:
+            answer = run_steps(expert_call_steps(services, state))
+        except ExpertFailure as failure:
+            info = runtime.execution_info
+            attempt = info.node_attempt if info else 1
+            if failure.retryable and attempt < services.expert_attempts:
+                raise
+            answer = failed_answer(state, failure)
+            runtime.stream_writer(answer.end_event())
         return {"answers": answers_data({answer.id: answer})}
 
     return expert
-
-
-def make_expert_failed_node() -> Any:
-    """The expert node's error handler: after the last retry, record the failure as the
-    sub-query's answer so that the run finishes and the aggregator can report it."""
-
-    def expert_failed(
-        state: ExpertTask, error: NodeError, *, runtime: Runtime[Context]
-    ) -> Command[str]:
-        if not isinstance(error.error, ExpertFailure):
-            raise error.error  # a bug or a configuration error: fail the run loudly
-        answer = failed_answer(state, error.error)
-        runtime.stream_writer(answer.end_event())
-        # The handler is its own node: route on to `schedule` as the expert node would have.
-        return Command(update={"answers": answers_data({answer.id: answer})}, goto="schedule")
-
-    return expert_failed
