@@ -17,7 +17,9 @@ from typing import Any
 class Reply:
     content: str = "ok"
     status: int = 200
-    delay_s: float = 0.0
+    error: str = "stub failure"  # the error message of a reply whose status is not 200
+    # True: the server never sends this reply (a stuck engine); the client's timeout ends it.
+    stuck: bool = False
     # [(name, arguments)]: the reply asks for these tool calls (what a ReAct agent's model does)
     tool_calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
@@ -37,13 +39,19 @@ class Reply:
 
 @dataclass
 class OpenAIStub:
-    """Answers POST /v1/chat/completions with `respond(request_json) -> Reply`."""
+    """Answers POST /v1/chat/completions with `respond(request_json) -> Reply`.
+
+    `hold_until_in_flight = n` holds every request until n requests have been in flight at
+    once (then all go), so a test sees concurrency without timing it; a request still held
+    after 10 s fails with status 503 and says why."""
 
     respond: Callable[[dict[str, Any]], Reply] = lambda request: Reply()
     requests: list[dict[str, Any]] = field(default_factory=list)
+    hold_until_in_flight: int | None = None
     most_in_flight: int = 0
     _in_flight: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _changed: threading.Condition = field(default_factory=threading.Condition)
+    _stopped: threading.Event = field(default_factory=threading.Event)
     _server: ThreadingHTTPServer | None = None
 
     @property
@@ -61,21 +69,27 @@ class OpenAIStub:
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with stub._lock:
+                with stub._changed:
                     stub.requests.append(body)
                     stub._in_flight += 1
                     stub.most_in_flight = max(stub.most_in_flight, stub._in_flight)
+                    stub._changed.notify_all()
                 try:
-                    reply = stub.respond(body)
-                    time.sleep(reply.delay_s)
+                    if stub._held_until_enough():
+                        reply = stub.respond(body)
+                    else:
+                        wanted = stub.hold_until_in_flight
+                        reply = Reply(status=503, error=f"never {wanted} requests in flight")
+                    if reply.stuck:
+                        stub._stopped.wait()  # no reply while the server runs
                 finally:
-                    with stub._lock:
+                    with stub._changed:
                         stub._in_flight -= 1
                 if reply.status == 200 and body.get("stream"):
                     self._stream(body, reply)
                     return
                 if reply.status != 200:
-                    payload = {"error": {"message": "stub failure", "type": "server_error"}}
+                    payload = {"error": {"message": reply.error, "type": "server_error"}}
                 else:
                     payload = {
                         "id": "chatcmpl-stub",
@@ -141,7 +155,17 @@ class OpenAIStub:
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 
+    def _held_until_enough(self) -> bool:
+        """Wait (at most 10 s) until `hold_until_in_flight` requests have been in flight
+        together; whether they were."""
+        wanted = self.hold_until_in_flight
+        if wanted is None:
+            return True
+        with self._changed:
+            return self._changed.wait_for(lambda: self.most_in_flight >= wanted, timeout=10)
+
     def stop(self) -> None:
+        self._stopped.set()  # stuck replies end (their clients have given up)
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()

@@ -143,7 +143,9 @@ def test_the_planner_and_the_aggregator_can_be_remote(stub):
 
 @pytest.mark.parametrize(("limit", "in_flight"), [(None, 4), (2, 2)])
 def test_calls_to_one_endpoint_run_concurrently_within_the_experts_limit(stub, limit, in_flight):
-    stub.respond = lambda request: Reply("84", delay_s=0.4)
+    # The server answers only once `in_flight` requests have been in flight together (or
+    # fails them with 503 after 10 s): the calls can end only by running concurrently.
+    stub.hold_until_in_flight = in_flight
     plan = plan_json(*[(f"q{i}", f"Multiply two numbers, {i} and 7.", []) for i in range(1, 5)])
     provider = MixedProvider(chat=make_provider(planner=plan, aggregate="done").chat)
     app = CompLLM(registry=registry_with(f"openai:m@{stub.url}", limit=limit), provider=provider)
@@ -166,7 +168,7 @@ def test_calls_to_one_endpoint_run_concurrently_within_the_experts_limit(stub, l
     ("reply", "options", "error"),
     [
         (Reply(status=500), "", "Error code: 500"),
-        (Reply("late", delay_s=3.0), "?timeout=0.3", "Timeout"),
+        (Reply(stuck=True), "?timeout=0.3", "Timeout"),
         (Reply(""), "", "empty answer"),
     ],
     ids=["server-error", "timeout", "empty-text"],
