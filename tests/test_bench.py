@@ -23,7 +23,7 @@ from compllm.bench.matching import match_parts
 from compllm.bench.metrics import BY_CONSTRUCTION, summarize
 from compllm.bench.runner import RUNS_FILE, load_runs, run_suite
 from compllm.bench.suite import CompositeItem, build_suite, read_suite, write_suite
-from compllm.bench.systems import PartOutcome, SystemRun, run_system
+from compllm.bench.systems import PartOutcome, SystemRun, rescore, run_system
 from compllm.cli import main
 from compllm.decompose import decompose
 from compllm.errors import CompLLMError
@@ -351,6 +351,18 @@ def test_pipelines_are_scored_on_the_final_answer_and_on_each_experts_answer(tmp
     comp = {r.item_id: r for r in runs if r.system == "comp-llm"}
     for run in (r for r in runs if r.system == "sequential"):
         assert run.plan == comp[run.item_id].plan  # same plan, executed one at a time
+
+
+def test_runs_can_be_scored_again_from_the_texts_they_kept(tmp_path):
+    items = numbered_items()[:2]
+    runs = run_all(items, knowing_provider(items), tmp_path, systems=("monolithic", "comp-llm"))
+    by_id = {item.id: item for item in items}
+    for run in runs:
+        blanked = [
+            p.model_copy(update={"correct": False, "final_correct": False}) for p in run.parts
+        ]
+        again = rescore(run.model_copy(update={"parts": blanked}), by_id[run.item_id])
+        assert again.parts == run.parts  # no model ran: the same texts read the same way
 
 
 def test_a_final_answer_that_leaves_parts_out_scores_them_wrong(tmp_path):

@@ -149,6 +149,20 @@ def test_unmarked_parts_are_found_by_their_echoed_question_or_one_line_each():
     assert split_sections("The answer is B", 1).how == ["whole"]
 
 
+def test_numbered_sections_that_repeat_questions_are_read_by_the_question():
+    """The aggregator's fallback numbers its own plan: here an extra first sub-query (the
+    query's greeting) shifts every number by one."""
+    questions = ["Which city is the capital of France?", "Which city is the capital of Italy?"]
+    reply = (
+        "1. Can you help me with these? (general)\nOf course!\n\n"
+        "2. Which city is the capital of France? (geography)\nThe answer is (A)\n\n"
+        "3. Which city is the capital of Italy? (geography)\nThe answer is (D)"
+    )
+    sections = split_sections(reply, 2, questions=questions)
+    assert sections.how == ["echo", "echo"]
+    assert [extract_choice(s, CHOICES) for s in sections.texts] == [0, 3]
+
+
 def test_a_reply_that_cannot_be_cut_leaves_parts_unlocated():
     sections = split_sections("I think it is Paris and the other one is 48, maybe.", 2)
     assert sections.texts == ["", ""]

@@ -33,7 +33,7 @@ from compllm.baselines import MONOLITHIC_SYSTEM_PROMPT
 from compllm.bench.extract import LETTERS
 from compllm.bench.matching import match_parts
 from compllm.bench.suite import CompositeItem, Part
-from compllm.bench.systems import PartOutcome, SystemName, SystemRun
+from compllm.bench.systems import PartOutcome, SystemName, SystemRun, is_local_model
 from compllm.plan import Plan
 from compllm.prompts import render_prompt
 from compllm.registry import Registry
@@ -43,7 +43,6 @@ __all__ = [
     "OptionScorer",
     "TransformersOptionScorer",
     "best_option",
-    "is_local_model",
     "loglik_run",
 ]
 
@@ -210,12 +209,6 @@ def _prompt(
     user = render_prompt("expert.user", question=question, parents=[])
     system_prompt = spec.system_prompt or spec.prompt
     return spec.model, [SystemMessage(system_prompt), HumanMessage(user)], "", expert
-
-
-def is_local_model(model: object) -> bool:
-    """Whether an expert's model is a reference to weights this machine can load: a hub id,
-    a folder or `embedded:*` (not a remote endpoint, a built-in tool or a Python object)."""
-    return isinstance(model, str) and (model.startswith("embedded:") or ":" not in model)
 
 
 def _unanswered(part: Part) -> PartOutcome:

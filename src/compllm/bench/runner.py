@@ -12,7 +12,7 @@ from typing import Any
 from compllm.bench.suite import CompositeItem
 from compllm.bench.systems import Mode, SystemName, SystemRun
 
-__all__ = ["RUNS_FILE", "Track", "load_runs", "run_suite"]
+__all__ = ["RUNS_FILE", "Track", "load_runs", "run_suite", "write_runs"]
 
 RUNS_FILE = "runs.jsonl"
 
@@ -33,6 +33,14 @@ def load_runs(folder: Path) -> list[SystemRun]:
         except ValueError:
             continue  # the empty last line, or a partial line from an interrupted write
     return runs
+
+
+def write_runs(folder: Path, runs: Sequence[SystemRun]) -> None:
+    """Replace the runs file (after rescoring), atomically."""
+    path = folder / RUNS_FILE
+    staging = path.with_suffix(".jsonl.tmp")
+    staging.write_text("".join(r.model_dump_json() + "\n" for r in runs), encoding="utf-8")
+    staging.replace(path)
 
 
 def run_suite(

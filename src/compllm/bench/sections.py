@@ -7,7 +7,11 @@ A part's section is found, in this order:
    a line start; "Second:", "The second question:" at a line or sentence start; "b)" / "(b)"
    at a line start when the query itself lettered its parts. Everything after a marker up to
    the next marker belongs to that part; when a part is marked twice its sections are joined
-   (extraction then takes the last statement in them).
+   (extraction then takes the last statement in them). When sections open by repeating a
+   part's question (as the aggregator's fallback "1. <sub-question> (expert)" does), they are
+   read by the question they repeat, not by their number, the way a reader would: a pipeline
+   numbers its own plan, which may hold an extra or a merged part; sections that repeat no
+   part's question are then left out.
 2. The part's own question echoed back: an unmarked reply that repeats the question (or its
    first words) before answering it.
 3. Lines: a reply with no marker at all and exactly one non-empty line per part.
@@ -20,6 +24,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from compllm.bench.matching import MIN_DICE, content_words, dice
 
 __all__ = ["Sections", "split_sections"]
 
@@ -51,17 +57,26 @@ def split_sections(
 ) -> Sections:
     """The reply's section for each of `count` parts (see the module doc). `questions` are the
     parts' own texts, for echo anchors; `lettered` when the query labelled its parts a), b)."""
-    anchors = _markers(text, count, lettered)
-    how = ["marker" if any(n == i for _, _, n in anchors) else "none" for i in range(count)]
-    for index, question in enumerate(questions[:count]):
-        if how[index] == "none" and (at := _echo(text, question)) is not None:
-            anchors.append((at, at, index))
-            how[index] = "echo"
-    anchors.sort()
+    markers = _markers(text, lettered)
+    by_echo = _by_echo(text, markers, questions[:count])
+    anchors: list[tuple[int, int, int | None]]
+    if by_echo:  # the reply numbers what it repeats: read it by the questions it repeats
+        anchors = [(s, b, by_echo.get(s)) for s, b, _ in markers]
+        how = ["echo" if i in by_echo.values() else "none" for i in range(count)]
+    else:
+        anchors = [(s, b, n if n < count else None) for s, b, n in markers]
+        how = ["marker" if any(n == i for _, _, n in anchors) else "none" for i in range(count)]
+    for number, question in enumerate(questions[:count]):
+        if how[number] == "none" and (at := _echo(text, question)) is not None:
+            anchors.append((at, at, number))
+            how[number] = "echo"
+    anchors.sort(key=lambda anchor: anchor[0])
     texts = [""] * count
-    if anchors:
+    if any(index is not None for _, _, index in anchors):
         ends = [start for start, _, _ in anchors[1:]] + [len(text)]
         for (_, body_start, index), end in zip(anchors, ends, strict=True):
+            if index is None:  # a marker of something else (a part the query did not have)
+                continue
             body = text[body_start:end].strip(" \t\n*#>")
             texts[index] = f"{texts[index]}\n{body}" if texts[index] else body
         return Sections(texts, how)
@@ -73,28 +88,43 @@ def split_sections(
     return Sections(texts, how)
 
 
-def _markers(text: str, count: int, lettered: bool) -> list[tuple[int, int, int]]:
-    """(marker start, section start, part index) of every marker naming a part 1..count."""
+def _by_echo(
+    text: str, markers: list[tuple[int, int, int]], questions: Sequence[str]
+) -> dict[int, int]:
+    """Marker start -> part index, for the markers whose section opens by repeating a part's
+    question (its first line's content words overlap by Dice > 0.5). A pipeline numbers the
+    parts of its own plan, which may have more or fewer parts than the query."""
+    if not questions:
+        return {}
+    heads = [content_words(q.strip().split("\n")[0]) for q in questions]
+    resolved: dict[int, int] = {}
+    for start, body_start, _ in markers:
+        line = text[body_start:].strip().split("\n")[0][:400]
+        scores = [dice(content_words(line), head) for head in heads]
+        best = max(range(len(scores)), key=lambda i: scores[i])
+        if scores[best] > MIN_DICE:
+            resolved[start] = best
+    return resolved
+
+
+def _markers(text: str, lettered: bool) -> list[tuple[int, int, int]]:
+    """(marker start, section start, part index) of every part marker, in order."""
     found: dict[int, tuple[int, int, int]] = {}
-    patterns = [_WORD_MARKER, _NUMBER_MARKER]
-    for pattern in patterns:
+    for pattern in (_WORD_MARKER, _NUMBER_MARKER):
         for match in pattern.finditer(text):
             number = int(match.group(1))
-            if 1 <= number <= count:
+            if number >= 1:
                 found.setdefault(match.start(), (match.start(), match.end(), number - 1))
     for match in _ORDINAL_MARKER.finditer(text):
         index = _ORDINALS.index(match.group(1).lower())
-        if index < count:
-            found.setdefault(match.start(), (match.start(), match.end(), index))
+        found.setdefault(match.start(), (match.start(), match.end(), index))
     if lettered:
         for match in _LETTER_MARKER.finditer(text):
             index = "abcdefgh".index(match.group(1))
-            if index < count:
-                found.setdefault(match.start(), (match.start(), match.end(), index))
+            found.setdefault(match.start(), (match.start(), match.end(), index))
     # A marker inside another's span (e.g. "Part 2:" matched as "2:" too) counts once.
-    ordered = sorted(found.values())
     kept: list[tuple[int, int, int]] = []
-    for anchor in ordered:
+    for anchor in sorted(found.values()):
         if kept and anchor[0] < kept[-1][1]:
             continue
         kept.append(anchor)

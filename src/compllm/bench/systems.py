@@ -21,8 +21,9 @@ Answers are read by `compllm.bench.extract` (strict: the last explicit statement
 
 from __future__ import annotations
 
+import re
 import time
-from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 from langchain_core.messages import HumanMessage, SystemMessage
@@ -43,7 +44,10 @@ __all__ = [
     "PartOutcome",
     "SystemName",
     "SystemRun",
+    "is_local_model",
+    "model_name",
     "outcome",
+    "rescore",
     "run_system",
     "score_answer",
 ]
@@ -172,6 +176,24 @@ def outcome(
     )
 
 
+def is_local_model(model: object) -> bool:
+    """Whether an expert's model is a reference to weights this machine can load: a hub id,
+    a folder or `embedded:*` (not a remote endpoint, a built-in tool or a Python object)."""
+    if not isinstance(model, str):
+        return False
+    if model.startswith("embedded:"):
+        return True
+    if ":" in model:  # openai:..., builtin:..., python:...
+        return False
+    return Path(model).exists() or re.fullmatch(r"[\w.-]+(/[\w.-]+)?", model) is not None
+
+
+def model_name(model: object) -> str:
+    """A model reference as it is, or what kind of object an expert runs ("Calculator
+    (object)", never taken for a hub id)."""
+    return model if isinstance(model, str) else f"{type(model).__name__} (object)"
+
+
 def final_sections(item: CompositeItem, text: str) -> tuple[list[str], list[str]]:
     """(section per part, how each was found) of a final answer to `item`."""
     sections = split_sections(
@@ -203,7 +225,9 @@ def _pipeline_run(
         outcomes.append(outcome(part, text, final_text, located=located, routed_to=routed))
     registry = app.registry
     assert registry is not None
-    expert_models = [registry.expert(s.expert).model for s in result.plan.subqueries if s.expert]
+    expert_models = [
+        model_name(registry.expert(s.expert).model) for s in result.plan.subqueries if s.expert
+    ]
     return SystemRun(
         system=system,
         item_id=item.id,
@@ -212,7 +236,7 @@ def _pipeline_run(
         parts=outcomes,
         latency_s=latency_s,
         output_tokens=sum(a.output_tokens or 0 for a in result.answers),
-        models=list(dict.fromkeys([*planning_models, *map(str, expert_models)])),
+        models=list(dict.fromkeys([*planning_models, *expert_models])),
         embedding_model=app.context.embedding_model,
         plan_size=len(result.plan),
         parts_found=len(matched),
@@ -295,5 +319,18 @@ def _monolithic(
     )
 
 
-def parts_of(runs: Sequence[SystemRun]) -> list[PartOutcome]:
-    return [p for run in runs for p in run.parts]
+def rescore(run: SystemRun, item: CompositeItem) -> SystemRun:
+    """`run` scored again from the texts it kept (each part's answer and the final answer),
+    with the current extraction and section rules: no model runs again. Log-likelihood runs
+    and failed runs keep their outcomes."""
+    if run.mode != "generate" or run.error is not None or not run.parts:
+        return run
+    texts, how = final_sections(item, run.final_answer)
+    kept = {p.part_id: p for p in run.parts}
+    parts = []
+    for part, final_text, located in zip(item.parts, texts, how, strict=True):
+        old = kept.get(part.id)
+        own = final_text if run.system == "monolithic" else (old.answer_text if old else "")
+        routed = old.routed_to if old else None
+        parts.append(outcome(part, own, final_text, located=located, routed_to=routed))
+    return run.model_copy(update={"parts": parts})

@@ -19,14 +19,21 @@ from compllm.bench.loglik import (
     LOGLIK_SYSTEMS,
     OptionScorer,
     TransformersOptionScorer,
-    is_local_model,
     loglik_run,
 )
 from compllm.bench.metrics import summarize
 from compllm.bench.report import markdown_report, write_report
-from compllm.bench.runner import RUNS_FILE, Track, load_runs, run_suite
+from compllm.bench.runner import RUNS_FILE, Track, load_runs, run_suite, write_runs
 from compllm.bench.suite import CompositeItem, build_suite, read_suite, write_suite
-from compllm.bench.systems import SYSTEMS, Mode, SystemName, SystemRun, run_system
+from compllm.bench.systems import (
+    SYSTEMS,
+    Mode,
+    SystemName,
+    SystemRun,
+    is_local_model,
+    rescore,
+    run_system,
+)
 from compllm.checkpoint import open_checkpointer
 from compllm.errors import CompLLMError
 from compllm.mmlu import DEFAULT_MMLU_FILE, load_mmlu, split_questions
@@ -91,6 +98,11 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true")
     report = steps.add_parser("report", help="write results.json, results.md and plots")
     report.add_argument("folder", metavar="DIR")
+    report.add_argument(
+        "--rescore",
+        action="store_true",
+        help="read the kept answers again with the current extraction rules (no model runs)",
+    )
     return bench
 
 
@@ -100,7 +112,8 @@ def main(argv: Sequence[str], out: TextIO, err: TextIO, provider: ModelProvider)
         return _build(args, out)
     if args.step == "run":
         _run(args, provider, err)
-    return _report(Path(args.folder if args.step == "report" else args.out), out, provider)
+    folder = Path(args.folder if args.step == "report" else args.out)
+    return _report(folder, out, provider, rescoring=getattr(args, "rescore", False))
 
 
 def _build(args: argparse.Namespace, out: TextIO) -> int:
@@ -235,7 +248,7 @@ def _run(args: argparse.Namespace, provider: ModelProvider, err: TextIO) -> None
         )
     # Counted now, while the models are loaded, so `bench report` never has to load them.
     models = sorted({m for r in runs for m in r.models})
-    meta["parameters"] = {m: parameter_count(provider, m) for m in models}
+    meta["parameters"] = _parameters(provider, models)
     (folder / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 
 
@@ -267,18 +280,28 @@ def _bench_registry(
     return registry.model_copy(update={"experts": tuple(experts)})
 
 
-def _report(folder: Path, out: TextIO, provider: ModelProvider) -> int:
+def _parameters(provider: ModelProvider, models: Sequence[str]) -> dict[str, int | None]:
+    """Parameter counts of the chat models with local weights (None for the others: remote
+    endpoints, tools such as the calculator)."""
+    return {m: parameter_count(provider, m) if is_local_model(m) else None for m in models}
+
+
+def _report(folder: Path, out: TextIO, provider: ModelProvider, *, rescoring: bool = False) -> int:
     runs = load_runs(folder)
     if not runs:
         raise CompLLMError(f"{folder}: no runs to report")
     if not (folder / SUITE_FILE).is_file():
         raise CompLLMError(f"{folder}: no {SUITE_FILE} (run `compllm bench run` into it again)")
     items = read_suite(folder / SUITE_FILE)
+    if rescoring:
+        by_id = {item.id: item for item in items}
+        runs = [rescore(run, by_id[run.item_id]) if run.item_id in by_id else run for run in runs]
+        write_runs(folder, runs)
     meta_file = folder / "meta.json"
     meta = json.loads(meta_file.read_text("utf-8")) if meta_file.is_file() else {}
     parameters = dict(meta.get("parameters") or {})
-    for model in sorted({m for r in runs for m in r.models} - set(parameters)):
-        parameters[model] = parameter_count(provider, model)
+    missing = sorted({m for r in runs for m in r.models} - set(parameters))
+    parameters.update(_parameters(provider, missing))
     summary = summarize(runs, items, parameters)
     written = write_report(folder, summary, runs, meta)
     print(markdown_report(summary), file=out)
