@@ -83,6 +83,33 @@ def test_the_shipped_routing_examples_are_exactly_the_fit_part_of_the_split():
     assert not shipped & {q.as_text() for q in held_out}
 
 
+ROOT = Path(__file__).resolve().parents[1]
+# Being changed by another engineer now; drop it from here once it reads DEFAULT_MMLU_FILE.
+NOT_YET_SELF_CONTAINED = {"benchmarks/embedded_model.py"}
+
+
+def test_nothing_in_the_repository_reads_data_from_outside_the_clone():
+    # Written in pieces so that this file does not match itself.
+    outside = re.compile(
+        "|".join([r"\.\./" + "shared", "/work/" + "shared", '"shared" / ' + '"data"'])
+    )
+    files = [
+        *ROOT.glob("src/**/*.py"),
+        *ROOT.glob("tests/**/*.py"),
+        *ROOT.glob("benchmarks/*.py"),
+        *ROOT.glob("notebooks/*.ipynb"),
+        ROOT / "README.md",
+        ROOT / "Makefile",
+    ]
+    offending = [
+        str(path.relative_to(ROOT))
+        for path in files
+        if outside.search(path.read_text("utf-8"))
+        and str(path.relative_to(ROOT)) not in NOT_YET_SELF_CONTAINED
+    ]
+    assert offending == []
+
+
 def test_loader_says_what_it_loaded_and_points_at_a_bad_line(tmp_path):
     good = tmp_path / "mmlu.jsonl"
     good.write_text("\n".join(q.model_dump_json() for q in questions(2)) + "\n")
