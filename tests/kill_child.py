@@ -1,15 +1,21 @@
-"""A pipeline run in its own process, for the SIGKILL test: fake experts that take 0.4 s
-each and log every call to a file (so calls can be counted across processes), checkpoints in
-SQLite. Prints `END <id>` as each sub-query finishes and the result as JSON at the end.
+"""A pipeline run in its own process, for the SIGKILL test: fake experts that log every call
+to a file (so calls can be counted across processes), checkpoints in SQLite. Prints `END
+<id>` as each sub-query finishes and the result as JSON at the end.
 
-    python -m tests.kill_child DATABASE THREAD CALL_LOG
+    python -m tests.kill_child DATABASE THREAD CALL_LOG [HOLD_CALL]
+
+With HOLD_CALL n, the nth expert call waits until the answers of the calls before it are
+in the checkpoint, prints `HOLD <question>` and never ends: the process is busy inside a
+call, with a known checkpoint, when the test kills it.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import threading
 from pathlib import Path
+from typing import Any
 
 from compllm import CompLLM, Context, open_checkpointer
 from tests.fakes import Call, ScriptedChatModel, make_provider, make_test_registry, plan_json
@@ -24,15 +30,33 @@ PLAN = plan_json(
 ANSWERS = {"Double": "170", "Add 1": "85", "Multiply": "84", "felony": "A serious crime."}
 
 
-def main(database: str, thread: str, call_log: str) -> None:
+def main(database: str, thread: str, call_log: str, hold_call: int | None = None) -> None:
+    saved = threading.Condition()
+    checkpoints: set[str] = set()  # ids of the checkpoints saved so far
+    answers: dict[str, str] = {}  # sub-query id -> the checkpoint its answer was saved with
+
+    def answers_saved() -> int:
+        """Answers a resumed run will find: saved, and with their checkpoint saved too (the
+        saver may write a step's task results before the step's checkpoint itself)."""
+        return sum(checkpoint in checkpoints for checkpoint in answers.values())
+
+    calls = 0
+
     def respond(prompt: str, call: Call) -> str:
+        nonlocal calls
         question = call.messages[-1].text.splitlines()[-1].removeprefix("Question: ")
         with Path(call_log).open("a") as log:
             log.write(question + "\n")
+        calls += 1  # one call at a time (max_parallel_experts=1)
+        if calls == hold_call:
+            with saved:
+                saved.wait_for(lambda: answers_saved() >= calls - 1, timeout=60)
+            print(f"HOLD {question}", flush=True)
+            threading.Event().wait()  # set by nobody: the process dies in this call
         return next(v for k, v in ANSWERS.items() if k in question)
 
     provider = make_provider(planner=PLAN, aggregate="84, 85, 170; a felony is a serious crime.")
-    provider.chat["expert-model"] = ScriptedChatModel(respond=respond, delay_s=0.4)
+    provider.chat["expert-model"] = ScriptedChatModel(respond=respond)
     context = Context(
         planner_model="planner-model",
         aggregator_model="aggregator-model",
@@ -40,6 +64,25 @@ def main(database: str, thread: str, call_log: str) -> None:
         max_parallel_experts=1,
     )
     with open_checkpointer(database) as saver:
+        put, put_writes = saver.put, saver.put_writes
+
+        def put_and_tell(config: Any, checkpoint: Any, *args: Any) -> Any:
+            saved_config = put(config, checkpoint, *args)
+            with saved:
+                checkpoints.add(checkpoint["id"])
+                saved.notify_all()
+            return saved_config
+
+        def put_writes_and_tell(config: Any, writes: Any, *args: Any) -> None:
+            put_writes(config, writes, *args)
+            with saved:  # an expert task's answer is its "__return__" write
+                for channel, value in writes:
+                    if channel == "__return__":
+                        answers[value.id] = config["configurable"]["checkpoint_id"]
+                saved.notify_all()
+
+        saver.put = put_and_tell  # type: ignore[method-assign]
+        saver.put_writes = put_writes_and_tell  # type: ignore[method-assign]
         app = CompLLM(
             registry=make_test_registry(), context=context, provider=provider, checkpointer=saver
         )
@@ -59,4 +102,5 @@ def main(database: str, thread: str, call_log: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    database, thread, call_log, *hold = sys.argv[1:5]
+    main(database, thread, call_log, int(hold[0]) if hold else None)
