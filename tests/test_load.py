@@ -28,8 +28,13 @@ def test_concurrent_library_runs_lose_nothing_and_leak_nothing(tmp_path):
     report = load(tmp_path, "--target", "library", "--runs", "200", "--concurrency", "16")
     assert report["runs_measured"] == 180
     assert report["errors"] == 0 and report["lost_results"] == 0
-    # Live compllm objects after the warm-up and at the end: a leak would grow with runs.
-    assert report["objects_end"] <= report["objects_after_warm_up"]
+    # Live compllm objects after the warm-up and at the end (after a full collection). A
+    # leaked run grows the count by its result's plan, sub-queries and answers (about eight
+    # compllm objects, so over a thousand for 180 runs). What happens to be alive at either
+    # moment (a cache entry, a pool thread's last call) is a handful, depending on timing,
+    # so the check allows fewer new objects than runs, not none.
+    growth = report["objects_end"] - report["objects_after_warm_up"]
+    assert growth < report["runs_measured"], f"{growth} more live compllm objects"
     assert report["rss_end_mb"] - report["rss_after_warm_up_mb"] < 64
 
 
