@@ -4,6 +4,7 @@
 import json
 
 import pytest
+from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import HumanMessage, SystemMessage
 
 from compllm.errors import ModelLoadError
@@ -115,3 +116,74 @@ def test_the_memory_estimate_made_before_loading_matches_the_loaded_weights(tiny
     estimate = hub.estimate_chat_model_bytes(str(tiny_model_dir))
     assert estimate > 0
     assert hub.chat_model(str(tiny_model_dir)).memory_bytes() == estimate
+
+
+class TokenRecorder(BaseCallbackHandler):
+    """Records the tokens a chat model run reports, as LangSmith or a UI would see them."""
+
+    def __init__(self) -> None:
+        self.tokens: list[str] = []
+
+    def on_llm_new_token(self, token: str, **kwargs: object) -> None:
+        self.tokens.append(token)
+
+
+def test_streaming_gives_the_answer_invoke_gives_piece_by_piece(tiny_chat):
+    answer = tiny_chat.invoke(MESSAGES, max_new_tokens=12)
+    chunks = list(tiny_chat.stream(MESSAGES, max_new_tokens=12))
+    pieces = [c.text for c in chunks if c.text]
+    assert len(pieces) > 1
+    assert "".join(pieces) == answer.text
+    streamed = chunks[0]
+    for chunk in chunks[1:]:
+        streamed += chunk
+    assert streamed.usage_metadata == answer.usage_metadata
+    assert streamed.response_metadata["finish_reason"] == answer.response_metadata["finish_reason"]
+
+
+def test_streamed_tokens_reach_the_runs_callbacks(tiny_chat):
+    recorder = TokenRecorder()
+    text = "".join(
+        c.text for c in tiny_chat.stream(MESSAGES, {"callbacks": [recorder]}, max_new_tokens=8)
+    )
+    assert "".join(recorder.tokens) == text
+    assert len([t for t in recorder.tokens if t]) > 1
+
+
+def test_a_langgraph_node_calling_the_model_streams_its_tokens_in_messages_mode(tiny_chat):
+    from langgraph.graph import END, START, MessagesState, StateGraph
+
+    def answer(state: MessagesState) -> dict[str, object]:
+        return {"messages": [tiny_chat.invoke(state["messages"], max_new_tokens=8)]}
+
+    graph = StateGraph(MessagesState).add_node("answer", answer)
+    graph = graph.add_edge(START, "answer").add_edge("answer", END).compile()
+    streamed = [
+        (chunk.text, meta["langgraph_node"])
+        for chunk, meta in graph.stream({"messages": MESSAGES}, stream_mode="messages")
+    ]
+    final = graph.invoke({"messages": MESSAGES})["messages"][-1].text
+    assert len([t for t, _ in streamed if t]) > 1
+    assert "".join(t for t, _ in streamed) == final
+    assert {node for _, node in streamed} == {"answer"}
+
+
+def test_a_stop_string_ends_the_stream_where_it_begins(tiny_chat):
+    full = tiny_chat.invoke(MESSAGES, max_new_tokens=16).text
+    stop = full[len(full) // 2 : len(full) // 2 + 2]  # a piece from the middle of the answer
+    expected = full[: full.find(stop)]
+    chunks = list(tiny_chat.stream(MESSAGES, stop=[stop], max_new_tokens=16))
+    assert "".join(c.text for c in chunks) == expected
+    assert chunks[-1].response_metadata["finish_reason"] == "stop"
+    assert tiny_chat.invoke(MESSAGES, stop=[stop], max_new_tokens=16).text == expected
+
+
+@pytest.mark.parametrize("call", ["invoke", "stream", "generate_batch"])
+def test_unknown_keyword_arguments_are_rejected_by_name(tiny_chat, call):
+    calls = {
+        "invoke": lambda: tiny_chat.invoke(MESSAGES, max_tokens=5),
+        "stream": lambda: list(tiny_chat.stream(MESSAGES, max_tokens=5)),
+        "generate_batch": lambda: tiny_chat.generate_batch([MESSAGES], max_tokens=5),
+    }
+    with pytest.raises(TypeError, match=r"unexpected keyword argument.*'max_tokens'"):
+        calls[call]()

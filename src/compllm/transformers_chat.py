@@ -3,32 +3,39 @@
 One instance wraps one (model, tokenizer) pair; every expert that names the same weights
 shares the instance, and each call brings its own system prompt and generation settings.
 JSON-constrained decoding (for the planner) uses xgrammar's transformers logits processor.
+
+Streaming (`_stream`) runs `generate` on a helper thread and hands its tokens over one by one,
+so `stream()`, callbacks and LangGraph's `stream_mode="messages"` see the answer as it is
+written; `generate_batch` answers several conversations in one padded `generate` and returns
+whole messages.
 """
 
 from __future__ import annotations
 
 import json
+import queue
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages.ai import UsageMetadata
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import ConfigDict, PrivateAttr
 
-__all__ = ["TransformersChatModel"]
+from compllm.local_chat import CallSettings, StopStringFilter, chat_roles, cut_at_stop
 
-_ROLES = {"system": "system", "human": "user", "ai": "assistant", "tool": "tool"}
-_GENERATION_KEYS = ("max_new_tokens", "temperature", "top_p", "repetition_penalty")
+__all__ = ["TransformersChatModel"]
 
 
 class TransformersChatModel(BaseChatModel):
     """Chat model backed by `transformers` `generate`.
 
     Call-time keyword arguments: `max_new_tokens`, `temperature` (0 = greedy), `top_p`,
-    `repetition_penalty`, and `json_schema` (a JSON schema dict the output must satisfy).
+    `repetition_penalty`, and `json_schema` (a JSON schema dict the output must satisfy);
+    their defaults are the fields of the same names. Others raise `TypeError`.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -37,6 +44,9 @@ class TransformersChatModel(BaseChatModel):
     tokenizer: Any
     model_ref: str
     max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
 
     _grammar_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
     _grammar_compiler: Any = PrivateAttr(default=None)
@@ -57,15 +67,115 @@ class TransformersChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        message = self._generate_messages([messages], stop=stop, **kwargs)[0]
+        settings = CallSettings.resolve(self, kwargs)
+        message = self._generate_messages([messages], settings, stop=stop)[0]
         return ChatResult(generations=[ChatGeneration(message=message)])
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        """Text as it is decoded (held back only while it may be the start of a stop
+        string, and while a character's bytes are incomplete), then an empty chunk with the
+        usage and the finish reason. Greedy answers are the ones `invoke` gives."""
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList
+        from transformers.generation.streamers import BaseStreamer
+
+        settings = CallSettings.resolve(self, kwargs)
+        inputs = self._inputs([messages])
+        generate_kwargs = self._generate_kwargs(settings, conversations=1)
+        tokens: queue.Queue[int | BaseException | None] = queue.Queue()
+        cancelled = threading.Event()
+
+        class TokenQueue(BaseStreamer):
+            """Receives generate's new tokens (after the prompt, which comes first)."""
+
+            prompt_seen = False
+
+            def put(self, value: Any) -> None:
+                if not self.prompt_seen:
+                    self.prompt_seen = True
+                    return
+                tokens.put(int(value.reshape(-1)[0]))
+
+            def end(self) -> None:
+                tokens.put(None)
+
+        class WhenCancelled(StoppingCriteria):
+            """Ends generation when the consumer stops reading or a stop string appears."""
+
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+                return torch.full((input_ids.shape[0],), cancelled.is_set(), dtype=torch.bool)
+
+        def generate() -> None:
+            try:
+                with torch.inference_mode():
+                    self.model.generate(
+                        **inputs,
+                        **generate_kwargs,
+                        streamer=TokenQueue(),
+                        stopping_criteria=StoppingCriteriaList([WhenCancelled()]),
+                    )
+            except BaseException as exc:  # handed to the reading side, which raises it
+                tokens.put(exc)
+                tokens.put(None)
+
+        worker = threading.Thread(target=generate, name="compllm-transformers-stream")
+        worker.start()
+        stop_ids = self._stop_ids()
+        generated: list[int] = []
+        filter_ = StopStringFilter(stop)
+        finish = "length"
+        try:
+            while (token := tokens.get()) is not None:
+                if isinstance(token, BaseException):
+                    raise token
+                if cancelled.is_set():
+                    continue  # drain what generate made before it saw the flag
+                generated.append(token)
+                if token in stop_ids:
+                    finish = "stop"
+                    cancelled.set()
+                    continue
+                text = self.tokenizer.decode(generated, skip_special_tokens=True)
+                if text.endswith("\ufffd"):
+                    continue  # a character split across tokens: wait for its other bytes
+                new_text = filter_.feed(text)
+                if filter_.stopped:
+                    finish = "stop"
+                    cancelled.set()
+                if new_text:
+                    yield self._chunk(new_text, run_manager)
+            rest = filter_.flush()
+            if not filter_.stopped:  # bytes of an unfinished character: as `invoke` shows them
+                rest += filter_.feed(self.tokenizer.decode(generated, skip_special_tokens=True))
+                rest += filter_.flush()
+            if rest:
+                yield self._chunk(rest, run_manager)
+        finally:
+            cancelled.set()
+            worker.join()
+        input_tokens = int(inputs["input_ids"].shape[1])
+        yield ChatGenerationChunk(
+            message=AIMessageChunk(
+                content="",
+                usage_metadata=_usage(input_tokens, len(generated)),
+                response_metadata={"model": self.model_ref, "finish_reason": finish},
+                chunk_position="last",
+            )
+        )
 
     def generate_batch(
         self, conversations: Sequence[Sequence[BaseMessage]], **kwargs: Any
     ) -> list[AIMessage]:
         """Answer several conversations in one left-padded `generate` call (same settings).
         The pool uses it for sub-queries that are ready together on the same weights."""
-        return self._generate_messages(conversations, **kwargs)
+        settings = CallSettings.resolve(self, kwargs)
+        return self._generate_messages(conversations, settings)
 
     def memory_bytes(self) -> int:
         """Bytes held by the weights (parameters and buffers; tied tensors counted once)."""
@@ -73,65 +183,78 @@ class TransformersChatModel(BaseChatModel):
 
         return weights_bytes(self.model)
 
-    def _generate_messages(
-        self,
-        conversations: Sequence[Sequence[BaseMessage]],
-        stop: list[str] | None = None,
-        **kwargs: Any,
-    ) -> list[AIMessage]:
-        import torch
+    # -- internals ------------------------------------------------------------------------------
 
+    def _chunk(
+        self, text: str, run_manager: CallbackManagerForLLMRun | None
+    ) -> ChatGenerationChunk:
+        chunk = ChatGenerationChunk(message=AIMessageChunk(content=text))
+        if run_manager is not None:
+            run_manager.on_llm_new_token(text, chunk=chunk)
+        return chunk
+
+    def _inputs(self, conversations: Sequence[Sequence[BaseMessage]]) -> Any:
         prompts = [
             self.tokenizer.apply_chat_template(
-                [{"role": _ROLES.get(m.type, "user"), "content": m.text} for m in messages],
-                add_generation_prompt=True,
-                tokenize=False,
+                chat_roles(messages), add_generation_prompt=True, tokenize=False
             )
             for messages in conversations
         ]
         # The chat template already wrote the special tokens; padding goes on the left so
         # that every row's continuation starts at the same column.
-        inputs = self.tokenizer(
+        return self.tokenizer(
             prompts, return_tensors="pt", padding=True, add_special_tokens=False
         ).to(self.model.device)
-        settings = {k: kwargs[k] for k in _GENERATION_KEYS if kwargs.get(k) is not None}
-        temperature = float(settings.pop("temperature", 0.0))
+
+    def _generate_kwargs(self, settings: CallSettings, *, conversations: int) -> dict[str, Any]:
+        sampling = settings.temperature > 0
         generate_kwargs: dict[str, Any] = {
-            "max_new_tokens": self.max_new_tokens,
-            **settings,
-            "do_sample": temperature > 0,
+            "max_new_tokens": settings.max_new_tokens,
+            "repetition_penalty": settings.repetition_penalty,
+            "do_sample": sampling,
             "pad_token_id": self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
         }
-        if temperature > 0:
-            generate_kwargs["temperature"] = temperature
+        if sampling:
+            generate_kwargs.update(temperature=settings.temperature, top_p=settings.top_p)
         else:
             generate_kwargs["top_p"] = None  # greedy: silence sampling-only settings
-        if kwargs.get("json_schema") is not None:
-            if len(prompts) > 1:
+        if settings.json_schema is not None:
+            if conversations > 1:
                 raise ValueError("json_schema decoding takes one conversation at a time")
-            generate_kwargs["logits_processor"] = [self._json_processor(kwargs["json_schema"])]
+            generate_kwargs["logits_processor"] = [self._json_processor(settings.json_schema)]
+        return generate_kwargs
+
+    def _stop_ids(self) -> set[int]:
+        return {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id} - {None}
+
+    def _generate_messages(
+        self,
+        conversations: Sequence[Sequence[BaseMessage]],
+        settings: CallSettings,
+        stop: list[str] | None = None,
+    ) -> list[AIMessage]:
+        import torch
+
+        inputs = self._inputs(conversations)
+        generate_kwargs = self._generate_kwargs(settings, conversations=len(conversations))
         prompt_length = inputs["input_ids"].shape[1]
         with torch.inference_mode():
             output = self.model.generate(**inputs, **generate_kwargs)
-        stop_ids = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id} - {None}
+        stop_ids = self._stop_ids()
         messages = []
         for row, attention in zip(output, inputs["attention_mask"], strict=True):
             new_tokens = row[prompt_length:].tolist()
             # A finished row is padded to the batch's length: cut at its first stop token.
             length = next((i for i, t in enumerate(new_tokens) if t in stop_ids), None)
             generated = new_tokens if length is None else new_tokens[:length]
-            text = _cut_at_stop(self.tokenizer.decode(generated, skip_special_tokens=True), stop)
-            input_tokens = int(attention.sum())
+            full_text = self.tokenizer.decode(generated, skip_special_tokens=True)
+            text = cut_at_stop(full_text, stop)
             output_tokens = len(generated) + (0 if length is None else 1)  # + the stop token
-            finish = "length" if length is None else "stop"
+            finish = "length" if length is None and text == full_text else "stop"
             messages.append(
                 AIMessage(
                     content=text,
-                    usage_metadata={
-                        "input_tokens": input_tokens,
-                        "output_tokens": output_tokens,
-                        "total_tokens": input_tokens + output_tokens,
-                    },
+                    usage_metadata=_usage(int(attention.sum()), output_tokens),
                     response_metadata={"model": self.model_ref, "finish_reason": finish},
                 )
             )
@@ -157,9 +280,9 @@ class TransformersChatModel(BaseChatModel):
             return LogitsProcessor(self._grammars[key])
 
 
-def _cut_at_stop(text: str, stop: Sequence[str] | None) -> str:
-    for marker in stop or ():
-        index = text.find(marker)
-        if index >= 0:
-            text = text[:index]
-    return text
+def _usage(input_tokens: int, output_tokens: int) -> UsageMetadata:
+    return {
+        "input_tokens": input_tokens,
+        "output_tokens": output_tokens,
+        "total_tokens": input_tokens + output_tokens,
+    }
