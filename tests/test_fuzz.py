@@ -4,7 +4,6 @@ ends in a valid plan or a `PlanError` that says why: never a crash, never a hang
 
 import json
 import os
-import time
 
 import pytest
 
@@ -150,27 +149,25 @@ def plans(*subqueries):
         "non-utf8",
     ],
 )
+@pytest.mark.timeout(60)  # against hangs (quadratic parsing took minutes), not a benchmark
 def test_named_bad_outputs_end_as_expected(output, outcome):
-    started = time.perf_counter()
     if outcome == "ok":
         assert_valid(parse_plan(output, QUERY, max_subqueries=8), 8)
     else:
         with pytest.raises(PlanError, match=outcome):
             parse_plan(output, QUERY, max_subqueries=8)
-    assert time.perf_counter() - started < 5  # a bound against hangs, not a benchmark
 
 
-def test_thousands_of_subqueries_are_refused_quickly_or_built_when_allowed():
+@pytest.mark.timeout(60)  # against hangs (a quadratic check on 5,000 parts), not a benchmark
+def test_thousands_of_subqueries_are_refused_or_built_when_allowed():
     many = [
         {"id": f"n{i}", "question": f"Step {i}?", "depends_on": [f"n{i - 1}"] if i else []}
         for i in range(5000)
     ]
     with pytest.raises(PlanError, match="5000 sub-queries"):
         Plan.build(many, max_subqueries=16)
-    started = time.perf_counter()
     chain = Plan.build(many, max_subqueries=5000)
     assert chain.critical_path()[-1] == "n4999" and len(chain.levels()) == 5000
-    assert time.perf_counter() - started < 10
 
 
 def test_a_huge_question_is_kept_whole_and_serializable():
