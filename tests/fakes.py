@@ -290,3 +290,44 @@ class AsyncNativeChatModel(BaseChatModel):
             self.cancelled = True
             raise
         return ChatResult(generations=[ChatGeneration(message=AIMessage(content="async answer"))])
+
+
+class QuestionMarkPlanner:
+    """A learned-planner double: each stretch of the query ending in '?' is a part; `edges`
+    are the (parent, child) part indices it reports as dependencies."""
+
+    def __init__(self, edges: frozenset[tuple[int, int]] = frozenset()) -> None:
+        self.edges = edges
+        self.queries: list[str] = []
+
+    def analyse(self, query: str) -> Any:
+        from compllm.planning.model import Analysis
+        from compllm.planning.segments import Segment
+
+        self.queries.append(query)
+        segments = []
+        for match in re.finditer(r"[^?]+\?", query):
+            start = match.start() + len(match.group(0)) - len(match.group(0).lstrip())
+            segments.append(Segment("part", start, match.end()))
+        if not segments:
+            segments = [Segment("part", 0, len(query))]
+        probabilities = {
+            (i, j): float((i, j) in self.edges) for j in range(len(segments)) for i in range(j)
+        }
+        return Analysis(segments, probabilities)
+
+
+@dataclass
+class PlannerProvider(FakeProvider):
+    """A fake provider that also offers learned planners by reference, like `ModelHub`."""
+
+    planners: dict[str, Any] = field(default_factory=dict)
+    planner_loads: list[str] = field(default_factory=list)
+
+    def planner(self, ref: str) -> Any:
+        from compllm.errors import ModelLoadError
+
+        self.planner_loads.append(ref)
+        if ref not in self.planners:
+            raise ModelLoadError(f"no learned planner '{ref}' in this test")
+        return self.planners[ref]

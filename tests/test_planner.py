@@ -1,4 +1,5 @@
-"""The planner: LLM plan -> parse/repair/validate -> one retry with the error -> rules."""
+"""The planner: LLM plan -> parse/repair/validate -> one retry with the error -> rules; and
+with the learned planner: its plan first, an LLM plan only when it carries every part."""
 
 import json
 import re
@@ -7,7 +8,7 @@ import pytest
 
 from compllm.plan import PlanError
 from compllm.planner import llm_plan_schema, parse_plan, plan_query
-from tests.fakes import ScriptedChatModel, plan_json
+from tests.fakes import QuestionMarkPlanner, ScriptedChatModel, plan_json
 
 QUERY = "What is the derivative of x^2, and what are the symptoms of diabetes?"
 GOOD = plan_json(
@@ -142,3 +143,99 @@ def test_the_schema_only_lets_the_model_use_the_querys_words():
     assert pattern.match("Is the result of q1 the derivative?")
     assert not pattern.match("What is the capital of Peru?")
     assert items["minItems"] == 2  # the query has two explicit parts
+
+
+# -- with the learned planner's parts: the checks and the fallback ---------------------------
+
+THREE = "What is 15% of 240? Also, which vitamin deficiency causes scurvy? Who wrote Hamlet?"
+
+
+def learned_three():
+    return QuestionMarkPlanner()
+
+
+def test_the_learned_planner_alone_plans_without_any_llm():
+    result, path, attempts = plan(None, THREE, learned=learned_three())
+    assert path == "learned"
+    assert [a.source for a in attempts] == ["learned"]
+    assert [s.question for s in result.subqueries] == [
+        "What is 15% of 240?",
+        "Also, which vitamin deficiency causes scurvy?",
+        "Who wrote Hamlet?",
+    ]
+
+
+def test_an_llm_plan_that_carries_every_learned_part_replaces_the_learned_plan():
+    reply = plan_json(
+        ("q1", "What is 15% of 240?", []),
+        ("q2", "Which vitamin deficiency causes scurvy?", []),
+        ("q3", "Who wrote Hamlet?", []),
+    )
+    llm = scripted(reply)
+    _, path, attempts = plan(llm, THREE, learned=learned_three())
+    assert path == "llm"
+    assert [a.source for a in attempts] == ["learned", "llm"]
+    assert llm.calls[0].kwargs["json_schema"]["properties"]["subqueries"]["minItems"] == 3
+
+
+def test_a_plan_that_drops_a_question_falls_back_to_the_learned_plan_after_one_call():
+    # The issue's case: the scurvy question replaced by one made of reference words only.
+    dropped = plan_json(
+        ("q1", "What is 15% of 240?", []),
+        ("q2", "Is the result of q1 answer of q2?", ["q1"]),
+        ("q3", "Who wrote Hamlet?", []),
+    )
+    llm = scripted(dropped, dropped)
+    result, path, attempts = plan(llm, THREE, learned=learned_three())
+    assert path == "learned" and len(result) == 3
+    assert [a.source for a in attempts] == ["learned", "llm"]
+    assert "only reference words" in attempts[1].error
+    assert len(llm.calls) == 1  # auto never spends a second call when a good plan exists
+
+
+def test_a_plan_that_merges_two_parts_into_one_question_is_rejected():
+    merged = plan_json(
+        ("q1", "What is 15% of 240, and which vitamin deficiency causes scurvy?", []),
+        ("q2", "Who wrote Hamlet?", []),
+    )
+    with pytest.raises(PlanError, match="no sub-query of its own asks"):
+        parse_plan(
+            merged,
+            THREE,
+            max_subqueries=16,
+            parts=[
+                "What is 15% of 240?",
+                "which vitamin deficiency causes scurvy?",
+                "Who wrote Hamlet?",
+            ],
+        )
+
+
+def test_a_plan_of_statements_is_rejected():
+    query = "A right triangle has legs 6 and 8. What is the length of the hypotenuse?"
+    reply = plan_json(("q1", "The length of the hypotenuse is 6.", []))
+    with pytest.raises(PlanError, match="states something instead of asking"):
+        parse_plan(reply, query, max_subqueries=16)
+
+
+def test_in_llm_mode_the_retry_differs_it_samples_and_shows_the_learned_parts():
+    short = plan_json(("q1", "What is 15% of 240?", []))
+    llm = scripted(short, short)
+    with pytest.raises(PlanError, match="no valid plan"):
+        plan(llm, THREE, learned=learned_three(), allow_fallback=False)
+    first, retry = llm.calls
+    assert "temperature" not in first.kwargs
+    assert retry.kwargs["temperature"] > 0
+    assert "2. Also, which vitamin deficiency causes scurvy?" in retry.messages[-1].text
+
+
+def test_a_crashing_llm_is_not_asked_twice():
+    calls = []
+
+    def boom(prompt, call):
+        calls.append(call)
+        raise RuntimeError("CUDA out of memory")
+
+    _, path, attempts = plan(ScriptedChatModel(respond=boom))
+    assert (path, len(calls)) == ("rules", 1)
+    assert [a.source for a in attempts] == ["llm", "rules"]

@@ -21,6 +21,7 @@ from compllm.checkpoint import open_checkpointer
 from compllm.errors import CompLLMError
 from compllm.models import ModelProvider, default_hub
 from compllm.plan import Plan, PlanError
+from compllm.planning import command as train_planner
 from compllm.pool import parse_bytes
 from compllm.state import Context
 from compllm.visualize import require_matplotlib, write_trace
@@ -63,9 +64,14 @@ def _parser() -> argparse.ArgumentParser:
     ask.add_argument("--experts", metavar="FILE", help="expert registry (YAML or TOML)")
     ask.add_argument("--json", action="store_true", help="print one JSON result, nothing else")
     ask.add_argument(
-        "--planner", choices=["auto", "llm", "rules"], default="auto", help="planning mode"
+        "--planner",
+        choices=["auto", "learned", "llm", "rules"],
+        default="auto",
+        help="planning mode",
     )
-    ask.add_argument("--planner-model", help="model id/path for the planner")
+    ask.add_argument(
+        "--planner-model", help="learned planner folder, or an LLM (hub id, path, openai:...)"
+    )
     ask.add_argument("--aggregator-model", help="model id/path for the aggregator")
     ask.add_argument("--embedding-model", help="sentence-embedding model id/path for routing")
     ask.add_argument("--threshold", type=float, help="routing threshold (default: registry's)")
@@ -107,6 +113,7 @@ def _parser() -> argparse.ArgumentParser:
         help="write result.json, plan.mmd, plan.png/.svg and timeline.png/.svg into DIR",
     )
     subcommands.add_commands(commands)
+    train_planner.add_command(commands)
     return parser
 
 
@@ -287,6 +294,8 @@ def main(
     try:
         if args.command == "ask":
             return _ask(args, (in_, out, err), provider)
+        if args.command == "train-planner":
+            return train_planner.run(args, out, err)
         return subcommands.run_command(args, out, err, provider or _hub(err))
     except (CompLLMError, PlanError) as exc:
         print(f"compllm: error: {exc}", file=err)

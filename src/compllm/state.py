@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from typing_extensions import TypedDict  # pydantic needs it for JSON schemas on < 3.12
 
 from compllm.errors import ConfigError
-from compllm.models import EMBEDDED_CHAT_MODEL, EMBEDDED_EMBEDDINGS
+from compllm.models import EMBEDDED_CHAT_MODEL, EMBEDDED_EMBEDDINGS, EMBEDDED_PLANNER
 from compllm.plan import DEFAULT_MAX_SUBQUERIES, Plan, PlannerPath
 from compllm.registry import MAX_NEW_TOKENS
 
@@ -100,7 +100,7 @@ class PlannerAttempt(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    source: Literal["llm", "llm-retry", "rules"]
+    source: Literal["learned", "llm", "llm-retry", "rules"]
     output: str
     error: str | None = None
 
@@ -208,8 +208,12 @@ class Context:
         metadata={"description": "Expert registry file (YAML/TOML); empty = built-in experts."},
     )
     planner_model: str = field(
-        default=EMBEDDED_CHAT_MODEL,
-        metadata={"description": "Model that splits the query: hub id, local path or embedded:*."},
+        default=EMBEDDED_PLANNER,
+        metadata={
+            "description": "What splits the query: the learned planner (embedded:compllm-planner "
+            "or a folder from `compllm train-planner`), or an LLM (hub id, local path, "
+            "openai:..., embedded:smollm2-135m-instruct)."
+        },
     )
     aggregator_model: str = field(
         default=EMBEDDED_CHAT_MODEL,
@@ -219,11 +223,13 @@ class Context:
         default=EMBEDDED_EMBEDDINGS,
         metadata={"description": "Sentence-embedding model used to route sub-queries."},
     )
-    planner_mode: Literal["auto", "llm", "rules"] = field(
+    planner_mode: Literal["auto", "learned", "llm", "rules"] = field(
         default="auto",
         metadata={
-            "description": "auto: LLM plan, retried once, then the rule-based decomposer; "
-            "llm: fail instead of falling back; rules: skip the LLM."
+            "description": "auto: the planner_model, with fallbacks (an LLM planner's plan "
+            "is kept only when it passes the checks, else the learned plan); learned: the "
+            "learned planner; llm: the LLM, failing instead of falling back; rules: the "
+            "rule-based decomposer."
         },
     )
     routing_threshold: float | None = field(

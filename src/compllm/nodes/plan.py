@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from contextlib import nullcontext
 from typing import Any
 
 from langgraph.runtime import Runtime
@@ -13,7 +12,7 @@ from pydantic import ValidationError
 
 from compllm.errors import QueryError
 from compllm.plan import Plan, PlanError
-from compllm.planner import plan_query
+from compllm.planner import plan_run
 from compllm.services import Services
 from compllm.state import Context, NodeFunction, State, plan_data, run_context
 
@@ -54,18 +53,7 @@ def make_plan_node(services: Services) -> NodeFunction[State]:
                 "timings": {"plan": 0.0},
                 **run,
             }
-        with (
-            nullcontext(None)
-            if context.planner_mode == "rules"
-            else services.pool.lease(context.planner_model)
-        ) as llm:
-            result, path, attempts = plan_query(
-                state["query"],
-                llm,
-                max_subqueries=context.max_subqueries,
-                max_new_tokens=context.planner_max_new_tokens,
-                allow_fallback=context.planner_mode != "llm",
-            )
+        result, path, attempts = plan_run(state["query"], context, services)
         return {
             "plan": plan_data(result),
             "planner_path": path,
