@@ -130,9 +130,12 @@ def loglik_run(
     monolithic_model: str,
     plan: Plan | None = None,
     plan_s: float = 0.0,
+    planned_now: bool = False,
 ) -> SystemRun:
     """Score `system` on the multiple-choice parts of `item` (see the module doc). comp-llm
-    needs its routed `plan` for the item (and `plan_s`, the time it took)."""
+    needs its routed `plan` for the item and `plan_s`, the time it took; the run's latency
+    includes that time only when the plan was made for this run (`planned_now`), not when it
+    is the generation run's plan reused."""
     started = time.perf_counter()
     choice_parts = [(n, p) for n, p in enumerate(item.parts, 1) if p.kind == "choice"]
     matched: dict[str, str] = {}
@@ -172,7 +175,7 @@ def loglik_run(
         item_kind=item.kind,
         style=item.style,
         parts=outcomes,
-        latency_s=time.perf_counter() - started + plan_s,
+        latency_s=time.perf_counter() - started + (plan_s if planned_now else 0.0),
         output_tokens=0,
         models=list(dict.fromkeys(models)),
         plan_size=len(plan) if plan is not None else 0,

@@ -38,7 +38,7 @@ from compllm.checkpoint import open_checkpointer
 from compllm.errors import CompLLMError
 from compllm.mmlu import DEFAULT_MMLU_FILE, load_mmlu, split_questions
 from compllm.models import ModelProvider, parameter_count
-from compllm.plan import Plan, SubQuery
+from compllm.plan import Plan
 from compllm.pool import ExpertPool
 from compllm.registry import Registry, default_registry, load_registry
 from compllm.state import Context
@@ -192,13 +192,16 @@ def _run(args: argparse.Namespace, provider: ModelProvider, err: TextIO) -> None
                 registry=registry, context=context, pool=pool, checkpointer=saver
             )
 
-        def routed_plan(item: CompositeItem, reference: SystemRun | None) -> tuple[Plan, float]:
+        def routed_plan(
+            item: CompositeItem, reference: SystemRun | None
+        ) -> tuple[Plan, float, bool]:
+            """(comp-llm's routed plan for the item, its planning time, made now?)."""
             if reference is not None and reference.plan is not None:
-                return reference.plan, reference.plan_s
+                return reference.plan, reference.plan_s, False
             assert planning_app is not None
             started = time.perf_counter()
             paused = planning_app.invoke(item.query, review_plan=True)
-            return paused.plan, time.perf_counter() - started
+            return paused.plan, time.perf_counter() - started, True
 
         def run_one(
             mode: Mode, system: SystemName, item: CompositeItem, reference: SystemRun | None
@@ -213,7 +216,9 @@ def _run(args: argparse.Namespace, provider: ModelProvider, err: TextIO) -> None
                     max_new_tokens=args.max_new_tokens,
                     reference=reference,
                 )
-            plan, plan_s = routed_plan(item, reference) if system == "comp-llm" else (None, 0.0)
+            plan, plan_s, planned_now = (
+                routed_plan(item, reference) if system == "comp-llm" else (None, 0.0, False)
+            )
             return loglik_run(
                 system,
                 item,
@@ -222,19 +227,17 @@ def _run(args: argparse.Namespace, provider: ModelProvider, err: TextIO) -> None
                 monolithic_model=monolithic,
                 plan=plan,
                 plan_s=plan_s,
+                planned_now=planned_now,
             )
 
         def warm_up() -> None:
-            """Load every model and the router's profiles with one tiny pipeline run."""
-            one = Plan.build([SubQuery(id="q1", question="Hello?", expert=registry.generalist)])
-            app.invoke("Hello?", plan=one)
+            """Load every model and the router's profiles: one tiny pipeline run through the
+            planner (whatever kind of planner the context names), the monolithic model, and
+            the aggregator (a one-part run passes its answer through without it)."""
+            app.invoke("Hello?")
             pool.call(monolithic, [HumanMessage("Hello?")], {"max_new_tokens": 1}).result()
-            planning = [context.aggregator_model]
-            if context.planner_mode != "rules":
-                planning.append(context.planner_model)
-            for ref in planning:
-                with pool.lease(ref):
-                    pass
+            with pool.lease(context.aggregator_model):
+                pass
             if any(mode == "loglik" for mode, _ in tracks):
                 print("· loading models for log-likelihood scoring ...", file=err, flush=True)
                 for ref in {
