@@ -110,6 +110,19 @@ def test_nothing_in_the_repository_reads_data_from_outside_the_clone():
     assert offending == []
 
 
+def test_compllm_fit_defaults_to_the_fit_part_of_the_packaged_questions(tmp_path):
+    printed = io.StringIO()
+    code = main(
+        ["fit", "--out", str(tmp_path / "fitted.yaml")], out=printed, provider=FakeProvider()
+    )
+    assert code == 0, printed.getvalue()
+    fit, _ = split_questions(load_mmlu().questions)
+    assert printed.getvalue().startswith(
+        f"3476 MMLU questions (57 subjects) from {load_mmlu().source}; the fit part: {len(fit)}"
+    )
+    assert (tmp_path / "fitted.routing.jsonl").is_file()
+
+
 def test_loader_says_what_it_loaded_and_points_at_a_bad_line(tmp_path):
     good = tmp_path / "mmlu.jsonl"
     good.write_text("\n".join(q.model_dump_json() for q in questions(2)) + "\n")
