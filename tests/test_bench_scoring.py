@@ -163,6 +163,14 @@ def test_numbered_sections_that_repeat_questions_are_read_by_the_question():
     assert [extract_choice(s, CHOICES) for s in sections.texts] == [0, 3]
 
 
+def test_a_numbered_section_without_its_question_keeps_its_number():
+    questions = ["Which city is the capital of France?", "Which city is the capital of Italy?"]
+    reply = "Part 1: B\nPart 2: Which city is the capital of Italy? The answer is D"
+    sections = split_sections(reply, 2, questions=questions)
+    assert sections.how == ["marker", "echo"]
+    assert [extract_choice(s, CHOICES) for s in sections.texts] == [1, 3]
+
+
 def test_a_reply_that_cannot_be_cut_leaves_parts_unlocated():
     sections = split_sections("I think it is Paris and the other one is 48, maybe.", 2)
     assert sections.texts == ["", ""]

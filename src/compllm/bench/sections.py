@@ -7,11 +7,11 @@ A part's section is found, in this order:
    a line start; "Second:", "The second question:" at a line or sentence start; "b)" / "(b)"
    at a line start when the query itself lettered its parts. Everything after a marker up to
    the next marker belongs to that part; when a part is marked twice its sections are joined
-   (extraction then takes the last statement in them). When sections open by repeating a
-   part's question (as the aggregator's fallback "1. <sub-question> (expert)" does), they are
-   read by the question they repeat, not by their number, the way a reader would: a pipeline
-   numbers its own plan, which may hold an extra or a merged part; sections that repeat no
-   part's question are then left out.
+   (extraction then takes the last statement in them). A section that opens by repeating a
+   part's question (as the aggregator's fallback "1. <sub-question> (expert)" does) is read
+   as that part's, whatever its number, the way a reader would: a pipeline numbers its own
+   plan, which may hold an extra or a merged part. A section that repeats no question keeps
+   its number unless that number's part was found by its question elsewhere.
 2. The part's own question echoed back: an unmarked reply that repeats the question (or its
    first words) before answering it.
 3. Lines: a reply with no marker at all and exactly one non-empty line per part.
@@ -59,13 +59,17 @@ def split_sections(
     parts' own texts, for echo anchors; `lettered` when the query labelled its parts a), b)."""
     markers = _markers(text, lettered)
     by_echo = _by_echo(text, markers, questions[:count])
-    anchors: list[tuple[int, int, int | None]]
-    if by_echo:  # the reply numbers what it repeats: read it by the questions it repeats
-        anchors = [(s, b, by_echo.get(s)) for s, b, _ in markers]
-        how = ["echo" if i in by_echo.values() else "none" for i in range(count)]
-    else:
-        anchors = [(s, b, n if n < count else None) for s, b, n in markers]
-        how = ["marker" if any(n == i for _, _, n in anchors) else "none" for i in range(count)]
+    echoed = set(by_echo.values())
+    # A section that repeats a part's question is that part's; another keeps its number,
+    # unless that number's part repeated its question elsewhere (then the numbering is the
+    # pipeline's own, shifted by a part the query did not have).
+    anchors = [
+        (s, b, by_echo.get(s, n if n < count and n not in echoed else None)) for s, b, n in markers
+    ]
+    how = ["echo" if i in echoed else "none" for i in range(count)]
+    for _, _, index in anchors:
+        if index is not None and how[index] == "none":
+            how[index] = "marker"
     for number, question in enumerate(questions[:count]):
         if how[number] == "none" and (at := _echo(text, question)) is not None:
             anchors.append((at, at, number))
