@@ -32,7 +32,7 @@ def test_each_subquery_is_handed_out_as_soon_as_its_object_closes():
     text = '{"subqueries": [' + ", ".join(objects) + "]}"
     ends = [text.index(o) + len(o) for o in objects]
     handed = feed_in_pieces(text, 1)
-    assert handed == [(end, sub["id"]) for end, sub in zip(ends, PLAN["subqueries"])]
+    assert handed == [(end, sub["id"]) for end, sub in zip(ends, PLAN["subqueries"], strict=True)]
 
 
 def test_prose_and_code_fences_around_the_json_are_skipped():
