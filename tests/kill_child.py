@@ -15,10 +15,10 @@ import json
 import sys
 import threading
 from pathlib import Path
-from typing import Any
 
 from compllm import CompLLM, Context, open_checkpointer
 from tests.fakes import Call, ScriptedChatModel, make_provider, make_test_registry, plan_json
+from tests.saved_answers import SavedAnswers
 
 QUERY = "Multiply two numbers, 12 and 7. Then add 1. Then double it. What is a felony?"
 PLAN = plan_json(
@@ -31,15 +31,7 @@ ANSWERS = {"Double": "170", "Add 1": "85", "Multiply": "84", "felony": "A seriou
 
 
 def main(database: str, thread: str, call_log: str, hold_call: int | None = None) -> None:
-    saved = threading.Condition()
-    checkpoints: set[str] = set()  # ids of the checkpoints saved so far
-    answers: dict[str, str] = {}  # sub-query id -> the checkpoint its answer was saved with
-
-    def answers_saved() -> int:
-        """Answers a resumed run will find: saved, and with their checkpoint saved too (the
-        saver may write a step's task results before the step's checkpoint itself)."""
-        return sum(checkpoint in checkpoints for checkpoint in answers.values())
-
+    saved: SavedAnswers | None = None  # the checkpointer's, once it is open
     calls = 0
 
     def respond(prompt: str, call: Call) -> str:
@@ -49,8 +41,8 @@ def main(database: str, thread: str, call_log: str, hold_call: int | None = None
             log.write(question + "\n")
         calls += 1  # one call at a time (max_parallel_experts=1)
         if calls == hold_call:
-            with saved:
-                saved.wait_for(lambda: answers_saved() >= calls - 1, timeout=60)
+            assert saved is not None
+            saved.wait_for(calls - 1)
             print(f"HOLD {question}", flush=True)
             threading.Event().wait()  # set by nobody: the process dies in this call
         return next(v for k, v in ANSWERS.items() if k in question)
@@ -64,25 +56,7 @@ def main(database: str, thread: str, call_log: str, hold_call: int | None = None
         max_parallel_experts=1,
     )
     with open_checkpointer(database) as saver:
-        put, put_writes = saver.put, saver.put_writes
-
-        def put_and_tell(config: Any, checkpoint: Any, *args: Any) -> Any:
-            saved_config = put(config, checkpoint, *args)
-            with saved:
-                checkpoints.add(checkpoint["id"])
-                saved.notify_all()
-            return saved_config
-
-        def put_writes_and_tell(config: Any, writes: Any, *args: Any) -> None:
-            put_writes(config, writes, *args)
-            with saved:  # an expert task's answer is its "__return__" write
-                for channel, value in writes:
-                    if channel == "__return__":
-                        answers[value.id] = config["configurable"]["checkpoint_id"]
-                saved.notify_all()
-
-        saver.put = put_and_tell  # type: ignore[method-assign]
-        saver.put_writes = put_writes_and_tell  # type: ignore[method-assign]
+        saved = SavedAnswers(saver)
         app = CompLLM(
             registry=make_test_registry(), context=context, provider=provider, checkpointer=saver
         )

@@ -4,21 +4,19 @@ a finished thread returns its answer; plan review pauses a run for a person's de
 import json
 import logging
 import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import RetryPolicy
 
-from compllm import CompLLM, Context, Plan, QueryError, open_checkpointer
+from compllm import CompLLM, Context, Plan, open_checkpointer
 from compllm.checkpoint import checkpoint_serializer, default_checkpoint_target
 from compllm.errors import ConfigError
 from compllm.review import CANCELLED_ANSWER, parse_decision
 from tests.fakes import Call, FakeProvider, ScriptedChatModel, make_provider, plan_json
 from tests.kill_child import PLAN as KILL_PLAN
-from tests.postgres import postgres_available, postgres_server
+from tests.saved_answers import SavedAnswers
 
 QUERY = "Multiply the numbers 12 and 7. What are the symptoms of flu? Is that product prime?"
 PLAN = plan_json(
@@ -40,11 +38,18 @@ class Crash(BaseException):
     """Stands for the process dying: not an expert failure the run could absorb."""
 
 
-def expert_that_crashes_on(word: str, crashed: threading.Event) -> ScriptedChatModel:
+def expert_that_crashes_on(
+    word: str, saved: SavedAnswers, answers_before: int
+) -> ScriptedChatModel:
+    """Answers from ANSWERS; the call whose question has `word` waits until the answers before
+    it are saved, then dies (once)."""
+    crashed = threading.Event()
+
     def respond(prompt: str, call: Call) -> str:
         question = call.messages[-1].text
         if word in question and not crashed.is_set():
             crashed.set()
+            assert saved.wait_for(answers_before), "the answers before the crash were not saved"
             raise Crash
         return next(v for k, v in ANSWERS.items() if k in question)
 
@@ -66,35 +71,20 @@ def expert_questions(provider: FakeProvider) -> list[str]:
     return [c.messages[-1].text.splitlines()[-1].removeprefix("Question: ") for c in calls]
 
 
-@pytest.fixture(scope="module")
-def postgres_url() -> Iterator[str]:
-    reason = postgres_available()
-    if reason is not None:
-        pytest.skip(reason)
-    pytest.importorskip("langgraph.checkpoint.postgres")
-    with postgres_server() as url:
-        yield url
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database(request, tmp_path) -> str:
-    """Where runs are saved: a SQLite file, or a real PostgreSQL server on loopback."""
-    if request.param == "sqlite":
-        return str(tmp_path / "runs.sqlite")
-    return request.getfixturevalue("postgres_url")
-
-
-def test_a_crashed_run_resumes_without_recomputing_finished_subqueries(registry, database, request):
-    thread = f"t-{request.node.callspec.id}-{time.time_ns()}"
-    crashed = threading.Event()
+def test_a_crashed_run_resumes_without_planning_or_recomputing_again(registry, tmp_path):
+    """A planned run (a chain and an independent part) dies in its last call; the resumed
+    run plans nothing and asks only that call. (Given plans of every size on every
+    checkpointer: `test_restore.py`.)"""
+    database = tmp_path / "runs.sqlite"
     first = make_provider(planner=PLAN, aggregate="84; fever and cough; not prime.")
-    first.chat["expert-model"] = expert_that_crashes_on("prime", crashed)
-    with open_checkpointer(database) as saver, pytest.raises(Crash):
-        app(first, registry, saver).invoke(QUERY, thread_id=thread)
-    assert sorted(expert_questions(first)) == [
-        "Multiply the numbers 12 and 7.",
-        "Using arithmetic, is the product in q1 prime?",  # crashed in the middle of this one
+    with open_checkpointer(database) as saver:
+        first.chat["expert-model"] = expert_that_crashes_on("prime", SavedAnswers(saver), 2)
+        with pytest.raises(Crash):
+            app(first, registry, saver).invoke(QUERY, thread_id="t")
+    assert expert_questions(first) == [
+        "Multiply the numbers 12 and 7.",  # the longest chain first, one call at a time
         "What are the symptoms of flu?",
+        "Using arithmetic, is the product in q1 prime?",  # crashed in the middle of this one
     ]
 
     # A new process: new models, the same database and thread.
@@ -102,7 +92,7 @@ def test_a_crashed_run_resumes_without_recomputing_finished_subqueries(registry,
         planner=PLAN, expert_answers=ANSWERS, aggregate="84; fever and cough; not prime."
     )
     with open_checkpointer(database) as saver:
-        result = app(second, registry, saver).invoke(QUERY, thread_id=thread)
+        result = app(second, registry, saver).invoke(QUERY, thread_id="t")
     assert expert_questions(second) == ["Using arithmetic, is the product in q1 prime?"]
     assert not second.chat["planner-model"].calls  # the plan came from the checkpoint
     assert [(a.id, a.answer) for a in result.answers] == [
@@ -111,16 +101,7 @@ def test_a_crashed_run_resumes_without_recomputing_finished_subqueries(registry,
         ("q3", "No, 84 is not prime."),
     ]
     assert result.answer == "84; fever and cough; not prime."
-    assert result.status == "done" and result.thread_id == thread
-
-    # Asking again on a finished thread returns its answer and calls no model.
-    third = make_provider(planner=PLAN, expert_answers=ANSWERS)
-    with open_checkpointer(database) as saver:
-        again = app(third, registry, saver).invoke(QUERY, thread_id=thread)
-        with pytest.raises(QueryError, match="holds another query"):
-            app(third, registry, saver).invoke("Something else?", thread_id=thread)
-    assert again.answer == result.answer
-    assert not any(model.calls for model in third.chat.values())
+    assert result.status == "done" and result.thread_id == "t"
 
 
 def test_checkpointed_state_restores_without_unregistered_type_warnings(registry, tmp_path, caplog):
