@@ -1,4 +1,8 @@
-"""Errors users can act on. Each message is one line that names what is wrong."""
+"""Errors users can act on. Each message is one line that names what is wrong.
+
+Errors about what a caller sent (a query, a setting, a registry) are also `ValueError`s:
+the LangGraph server passes a `ValueError`'s message to its client and hides the message of
+other exception types behind "An internal error occurred"."""
 
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ class CompLLMError(Exception):
     """Base class: the CLI prints these as one line and exits non-zero."""
 
 
-class RegistryError(CompLLMError):
+class RegistryError(CompLLMError, ValueError):
     """An expert registry file that cannot be used (names the file, expert and field)."""
 
 
@@ -37,5 +41,5 @@ class ModelBudgetError(CompLLMError):
     """A model that cannot fit in the memory budget even with every other model unloaded."""
 
 
-class ConfigError(CompLLMError):
+class ConfigError(CompLLMError, ValueError):
     """A setting (environment variable, option) with a value that cannot be used."""
