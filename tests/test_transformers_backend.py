@@ -187,3 +187,13 @@ def test_unknown_keyword_arguments_are_rejected_by_name(tiny_chat, call):
     }
     with pytest.raises(TypeError, match=r"unexpected keyword argument.*'max_tokens'"):
         calls[call]()
+
+
+def test_a_batch_reports_each_conversations_text_as_it_is_decoded(tiny_chat):
+    conversations = [MESSAGES, [SystemMessage("You are terse."), HumanMessage("yes")]]
+    pieces: dict[int, list[str]] = {0: [], 1: []}
+    answers = tiny_chat.generate_batch(
+        conversations, max_new_tokens=10, on_text=lambda i, text: pieces[i].append(text)
+    )
+    assert ["".join(pieces[i]) for i in (0, 1)] == [a.text for a in answers]
+    assert all(len(p) > 1 for p in pieces.values())

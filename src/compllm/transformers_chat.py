@@ -6,8 +6,8 @@ JSON-constrained decoding (for the planner) uses xgrammar's transformers logits 
 
 Streaming (`_stream`) runs `generate` on a helper thread and hands its tokens over one by one,
 so `stream()`, callbacks and LangGraph's `stream_mode="messages"` see the answer as it is
-written; `generate_batch` answers several conversations in one padded `generate` and returns
-whole messages.
+written; `generate_batch` answers several conversations in one padded `generate`, returns
+whole messages and can report each conversation's text as it is decoded (`on_text`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import queue
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
@@ -170,12 +170,20 @@ class TransformersChatModel(BaseChatModel):
         )
 
     def generate_batch(
-        self, conversations: Sequence[Sequence[BaseMessage]], **kwargs: Any
+        self,
+        conversations: Sequence[Sequence[BaseMessage]],
+        *,
+        on_text: Callable[[int, str], None] | None = None,
+        **kwargs: Any,
     ) -> list[AIMessage]:
         """Answer several conversations in one left-padded `generate` call (same settings).
-        The pool uses it for sub-queries that are ready together on the same weights."""
+        The pool uses it for sub-queries that are ready together on the same weights.
+        `on_text(i, text)` receives each conversation's text as it is decoded."""
         settings = CallSettings.resolve(self, kwargs)
-        return self._generate_messages(conversations, settings)
+        streamer = (
+            None if on_text is None else _BatchTextStreamer(self, len(conversations), on_text)
+        )
+        return self._generate_messages(conversations, settings, streamer=streamer)
 
     def memory_bytes(self) -> int:
         """Bytes held by the weights (parameters and buffers; tied tensors counted once)."""
@@ -232,14 +240,19 @@ class TransformersChatModel(BaseChatModel):
         conversations: Sequence[Sequence[BaseMessage]],
         settings: CallSettings,
         stop: list[str] | None = None,
+        streamer: _BatchTextStreamer | None = None,
     ) -> list[AIMessage]:
         import torch
 
         inputs = self._inputs(conversations)
         generate_kwargs = self._generate_kwargs(settings, conversations=len(conversations))
+        if streamer is not None:
+            generate_kwargs["streamer"] = streamer
         prompt_length = inputs["input_ids"].shape[1]
         with torch.inference_mode():
             output = self.model.generate(**inputs, **generate_kwargs)
+        if streamer is not None:
+            streamer.flush()
         stop_ids = self._stop_ids()
         messages = []
         for row, attention in zip(output, inputs["attention_mask"], strict=True):
@@ -278,6 +291,49 @@ class TransformersChatModel(BaseChatModel):
                     key, any_whitespace=False
                 )
             return LogitsProcessor(self._grammars[key])
+
+
+class _BatchTextStreamer:
+    """A `generate` streamer for a batch: splits each step's tokens by row and hands each
+    row's new text to `on_text(row, text)` until the row's first stop token."""
+
+    def __init__(
+        self, chat: TransformersChatModel, rows: int, on_text: Callable[[int, str], None]
+    ) -> None:
+        self.chat, self.on_text = chat, on_text
+        self.stop_ids = chat._stop_ids()
+        self.tokens: list[list[int]] = [[] for _ in range(rows)]
+        self.shown = [""] * rows
+        self.done = [False] * rows
+        self.prompt_seen = False
+
+    def put(self, value: Any) -> None:
+        if not self.prompt_seen:  # generate hands over the prompt first
+            self.prompt_seen = True
+            return
+        for row, token in enumerate(value.reshape(-1).tolist()):
+            if self.done[row]:
+                continue
+            if token in self.stop_ids:
+                self.done[row] = True
+                continue
+            self.tokens[row].append(token)
+            self._show(row, final=False)
+
+    def end(self) -> None:
+        pass
+
+    def flush(self) -> None:
+        for row in range(len(self.tokens)):
+            self._show(row, final=True)
+
+    def _show(self, row: int, *, final: bool) -> None:
+        text = self.chat.tokenizer.decode(self.tokens[row], skip_special_tokens=True)
+        if not final and text.endswith("\ufffd"):
+            return  # a character split across tokens: wait for its other bytes
+        if len(text) > len(self.shown[row]) and text.startswith(self.shown[row]):
+            self.on_text(row, text[len(self.shown[row]) :])
+            self.shown[row] = text
 
 
 def _usage(input_tokens: int, output_tokens: int) -> UsageMetadata:
