@@ -211,10 +211,12 @@ def _resolve(future: asyncio.Future[Turn], turn: Turn) -> None:
 
 def _sync_task_threads() -> int:
     """Threads a sync run has for this node's tasks: LangGraph runs them on a pool of
-    `max_concurrency` threads (Python's default size when unset), one of which may be this
-    node's own."""
+    `max_concurrency` threads (Python's default size when unset), two of which may be taken:
+    this node's own, and the one that waits on the run's stream queue. (Counting one more
+    than there are deadlocks a plan with more tasks than threads: the gate would wait for
+    an arrival that cannot come.)"""
     size = get_config().get("max_concurrency") or min(32, (os.cpu_count() or 1) + 4)
-    return max(1, size - 1)
+    return max(1, size - 2)
 
 
 def _outcome(future: Any) -> SubAnswer | BaseException:
