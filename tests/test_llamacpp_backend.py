@@ -131,6 +131,14 @@ def test_streaming_gives_the_answer_invoke_gives_token_by_token(chat):
     assert streamed.response_metadata["finish_reason"] == "length"
 
 
+def test_a_stream_abandoned_midway_leaves_the_model_ready_for_the_next_call(chat):
+    expected = chat.invoke(MATH, max_new_tokens=12).text
+    stream = chat.stream(MEDICINE, max_new_tokens=40)
+    next(stream)
+    stream.close()  # the reader went away: its slot and the model's lock are freed
+    assert chat.invoke(MATH, max_new_tokens=12).text == expected
+
+
 def test_a_langgraph_node_calling_the_model_streams_its_tokens_in_messages_mode(chat):
     from langgraph.graph import END, START, MessagesState, StateGraph
 
