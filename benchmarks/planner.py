@@ -59,6 +59,9 @@ def learned_planner(hub: ModelHub, ref: str) -> Planner:
 
 
 def llm_planner(hub: ModelHub, ref: str) -> Planner:
+    import torch
+
+    torch.manual_seed(0)  # the retry samples: the same run gives the same plans
     llm = hub.chat_model(ref)
 
     def plan(query: str) -> Plan | None:

@@ -7,7 +7,13 @@ from langgraph.types import RetryPolicy
 from compllm import CompLLM, Context
 from compllm.errors import ConfigError
 from compllm.models import EMBEDDED_PLANNER
-from tests.fakes import PlannerProvider, QuestionMarkPlanner, ScriptedChatModel, plan_json
+from tests.fakes import (
+    FakeProvider,
+    PlannerProvider,
+    QuestionMarkPlanner,
+    ScriptedChatModel,
+    plan_json,
+)
 
 QUERY = "Who painted The Night Watch? When was he born? What causes inflation?"
 FAST_RETRY = RetryPolicy(max_attempts=1)
@@ -97,3 +103,18 @@ def test_rules_mode_asks_no_model(registry):
     _, result = run(models, registry, planner_mode="rules")
     assert result.planner_path == "rules"
     assert models.planner_loads == [] and not models.chat["planner-model"].calls
+
+
+def test_without_a_learned_planner_a_failing_llm_is_also_left_for_the_rules(registry):
+    models = provider("I like turtles")
+    plain = FakeProvider(chat=models.chat)  # a provider that offers no learned planner
+    app = CompLLM(registry=registry, provider=plain, retry_policy=FAST_RETRY)
+    settings = {
+        "planner_model": "planner-model",
+        "aggregator_model": "aggregator-model",
+        "embedding_model": "fake",
+    }
+    results = [app.invoke(QUERY, **settings) for _ in range(4)]
+    assert [r.planner_path for r in results] == ["rules"] * 4
+    assert [len(r.planner_attempts) for r in results] == [3, 3, 3, 2]  # llm, retry, rules
+    assert len(models.chat["planner-model"].calls) == 6

@@ -84,6 +84,15 @@ def test_repair_never_loses_a_question_the_model_dropped():
     assert repair("tell me about cats", []) == [Segment("part", 0, 18)]
 
 
+def test_a_two_word_stub_that_runs_into_the_next_part_is_its_start():
+    query = "Finally, in which country is Mombasa? Also, who wrote it?"
+    segments = [Segment("part", 9, 11), Segment("part", 12, 37), Segment("part", 44, 57)]
+    assert [query[s.start : s.end] for s in repair(query, segments)] == [
+        "in which country is Mombasa?",
+        "who wrote it?",
+    ]
+
+
 def test_questions_carry_the_context_before_them_and_trailing_context():
     query = "I'm 38. Should I buy bonds? Or stocks? I live in Ohio."
     segments = [

@@ -439,7 +439,7 @@ def plan_run(
         except CompLLMError:
             learned = None  # the LLM plans alone, as it would without a learned planner
     record = _acceptance(services)
-    if mode == "auto" and learned is not None and not record.worth_trying(model):
+    if mode == "auto" and not record.worth_trying(model):
         plan, path, attempts = planned(None, learned)
         accepted, tried = record.rate(model)
         skipped = PlannerAttempt(

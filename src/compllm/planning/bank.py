@@ -275,7 +275,17 @@ def entity_slots(entity_type: str, noun: str, split: Split, rng: random.Random) 
 
 
 _NUMBER_REFERENCES: dict[str, tuple[str, ...]] = {
-    "train": ("that", "it", "that result", "the result", "that number", "the answer"),
+    "train": (
+        "that",
+        "it",
+        "that result",
+        "the result",
+        "that number",
+        "the answer",
+        "that value",
+        "the last answer",
+        "that figure",
+    ),
     "heldout": ("this value", "what you got", "the previous answer", "that amount"),
 }
 

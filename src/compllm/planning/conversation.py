@@ -136,6 +136,11 @@ _CONDITIONS: dict[Split, tuple[str, ...]] = {
         "If I start next month and keep my current job",
         "If it rains all week",
         "Assuming I have {money} to spend",
+        "When I'm traveling for work",
+        "Since I work nights",
+        "As a complete beginner",
+        "For a small team like ours",
+        "Before I sign anything",
     ),
     "heldout": (
         "Say I quit tomorrow",
@@ -154,6 +159,8 @@ _FRAMES: dict[Split, tuple[str, ...]] = {
         "Any idea {bare}?",
         "I need to know {bare}.",
         "Can someone tell me {bare}?",
+        "I also want to know {bare}.",
+        "Can you also tell me {bare}?",
     ),
     "heldout": (
         "I'm wondering {bare}.",

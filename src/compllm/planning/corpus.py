@@ -120,13 +120,19 @@ class _Builder:
         expert = follow.expert if follow.expert not in ("", "-") else drafts[parent].expert
         return Draft(text, expert, (parent,), value=follow.result)
 
-    def arithmetic_follow(self, parent: int) -> Draft:
+    def arithmetic_follow(self, parent: int, *, explicit: bool = False) -> Draft:
+        """An arithmetic step on `parent`'s answer; `explicit` names it ("the first result"),
+        as people do when the step does not follow the latest answer."""
         self.families.append(f"ref-number-{self.split}")
         pool = _ARITHMETIC_FOLLOW[self.split]
-        if self.split == "train" and self.rng.random() < 0.2:
+        if self.split == "train" and not explicit and self.rng.random() < 0.2:
             pool = _ELLIPTICAL
         template = self.rng.choice(pool)
-        reference = number_reference(self.split, self.rng)
+        reference = (
+            self.rng.choice(_FIRST_REFERENCES[self.split])
+            if explicit
+            else number_reference(self.split, self.rng)
+        )
         text = _numbers(template, self.rng).replace("{that}", reference)
         return Draft(_capitalise(text), _CALCULATOR, (parent,), value="number")
 
@@ -175,17 +181,20 @@ class _Builder:
         if shape == "diamond":
             drafts = [self.numeric_root()]
             drafts.append(self.arithmetic_follow(0))
-            drafts.append(self.arithmetic_follow(0))
+            drafts.append(self.arithmetic_follow(0, explicit=True))
             drafts.append(self.fan_in([1, 2], drafts))
             return drafts
         root, noun = self.entity_root()
         drafts = [root]
+        numeric = root.value in ("number", "year", "temperature")
         if shape == "pair":
             drafts.append(self.follow(0, drafts, noun))
-        elif shape == "chain":
+        elif shape == "chain" or numeric:  # steps on a number follow the latest result
             drafts.append(self.follow(0, drafts, noun))
             for _ in range(self.rng.choice([1, 1, 2])):
-                if drafts[-1].value is None:
+                kind = drafts[-1].value
+                # "When did the same person die?" after two people is ambiguous: stop there.
+                if kind is None or (kind != "number" and kind in {d.value for d in drafts[:-1]}):
                     break
                 drafts.append(self.follow(len(drafts) - 1, drafts))
         else:  # fan-out: two questions about the same answer
@@ -211,8 +220,22 @@ class _Builder:
             "person": ["Who was {n}?", "Tell me about {n}.", "Who is {n}?"],
             "thing": ["What is {n}?", "Tell me about {n}.", "What is {n} known for?"],
         }["person" if named.type == "person" else "thing"]
-        first = Draft(self.rng.choice(openers).format(n=named.name), named.expert)
-        follow = self.rng.choice(FOLLOW_UPS.get(named.type, FOLLOW_UPS["thing"]))
+        follow_ups = list(FOLLOW_UPS.get(named.type, FOLLOW_UPS["thing"]))
+        self.rng.shuffle(follow_ups)
+        # "What is Brazil's population?": a property of the name, whose answer is a value (an
+        # answer that is itself a person or a place could be what the pronoun means).
+        values = [f for f in follow_ups if f.result in (None, "number", "year", "temperature")]
+        if values and self.rng.random() < 0.5:
+            name = {"he": named.name, "his": f"{named.name}'s", "him": named.name}
+            name |= {"it": named.name, "its": f"{named.name}'s", "there": f"in {named.name}"}
+            name["that"] = named.name
+            used = values[0]
+            opener = _capitalise(used.template.format_map(name))
+            follow_ups.remove(used)
+        else:
+            opener = self.rng.choice(openers).format(n=named.name)
+        first = Draft(opener, named.expert)
+        follow = follow_ups[0]
         slots = entity_slots(named.type, _noun(named.type), self.split, self.rng)
         slots["that"] = "that"
         second = Draft(_capitalise(follow.template.format_map(slots)), named.expert)
@@ -279,8 +302,16 @@ _ARITHMETIC = (
     "How many minutes are in {small} days?",
     "What is {big} divided by {small}?",
 )
+_FIRST_REFERENCES = {
+    "train": ("the first result", "the first answer", "the original number"),
+    "heldout": ("the very first value", "the number from the start"),
+}
 _ARITHMETIC_FOLLOW = {
     "train": (
+        "Take {that} and add {n}.",
+        "With {that}, subtract {n}.",
+        "Multiply {that} by {n}, please.",
+        "Now add {n} to {that}.",
         "Add {n} to {that}.",
         "Then triple {that}.",
         "Subtract {n} from {that}.",
@@ -370,6 +401,8 @@ _OPTION_FORMATS = {
         "({A}) {x} ({B}) {y} ({C}) {z}",
         "{A}) {x} {B}) {y} {C}) {z}",
         "Options: ({A}) {x}; ({B}) {y}; ({C}) {z}.",
+        "A. {x} B. {y} C. {z}",
+        "1) {x} 2) {y} 3) {z}",
     ),
     "heldout": ("(1) {x} (2) {y} (3) {z}", "a. {x} b. {y} c. {z}", "Choices: {x} / {y} / {z}"),
 }
@@ -382,6 +415,7 @@ _CODE = {
         ),
         ("what does this return?", "function f(x) {\n  return x && x.length > 0;\n}"),
         ("Why do I get a KeyError here?", "data = {}\ndata['a'] += 1"),
+        ("why does this print nothing?", "grep -r 'TODO' src | wc -l > /dev/null"),
     ),
     "heldout": (
         (

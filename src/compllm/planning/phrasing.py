@@ -412,7 +412,7 @@ JOINERS: tuple[Family, ...] = (
     Family(
         "header-alt",
         "heldout",
-        _header(["A few questions for you - ", "Couple of things:\n", "Help with these? "]),
+        _header(["A few questions for you - ", "Couple of things:\n", "Help with these please: "]),
     ),
     Family(
         "separately-alt",

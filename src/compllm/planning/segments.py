@@ -178,7 +178,23 @@ def repair(query: str, segments: Sequence[Segment]) -> list[Segment]:
     if not any(s.kind == "part" for s in result):
         whole = _strip(query, Segment("part", 0, len(query)))
         return [whole] if whole is not None else []
-    return result
+    return _join_stubs(query, result)
+
+
+def _join_stubs(query: str, segments: list[Segment]) -> list[Segment]:
+    """A part of one or two words that ends no sentence ("in", "I'm") and runs straight into the
+    next part is that part's start: "in | which country is Mombasa?"."""
+    joined: list[Segment] = []
+    for segment in segments:
+        if joined and segment.kind == "part" and joined[-1].kind == "part":
+            stub = query[joined[-1].start : joined[-1].end]
+            between = query[joined[-1].end : segment.start]
+            ends = stub.endswith((".", "?", "!"))
+            if len(stub.split()) <= 2 and not ends and not between.strip():
+                joined[-1] = Segment("part", joined[-1].start, segment.end)
+                continue
+        joined.append(segment)
+    return joined
 
 
 _SENTENCE = re.compile(r"[^.?!¶\n]+(?:[.?!]+|$)")
