@@ -16,6 +16,7 @@ from langchain_core.messages import HumanMessage, SystemMessage
 pytest.importorskip("llama_cpp", reason="llama-cpp-python is the `fast` extra (make setup)")
 
 from compllm.llamacpp_chat import LlamaCppChatModel, gguf_memory_bytes
+from compllm.local_chat import chat_roles
 from compllm.models import EMBEDDED_CHAT_MODEL, ModelHub
 
 MEDICINE = [
@@ -36,6 +37,12 @@ def gguf_path() -> str:
 @pytest.fixture(scope="module")
 def chat(gguf_path) -> LlamaCppChatModel:
     return LlamaCppChatModel(model_path=gguf_path, model_ref=EMBEDDED_CHAT_MODEL)
+
+
+def system_prompt_tokens(chat: LlamaCppChatModel) -> int:
+    """Tokens of MEDICINE's system message as the chat template writes it."""
+    text = chat._engine.render(chat_roles(MEDICINE[:1]), generation_prompt=False)
+    return len(chat._engine.tokenize(text))
 
 
 class TokenRecorder(BaseCallbackHandler):
@@ -75,16 +82,26 @@ def test_a_repeated_system_prompt_is_read_from_the_cache(chat):
     chat.invoke(MEDICINE, max_new_tokens=2)
     follow_up = [MEDICINE[0], HumanMessage("How is type 2 diabetes treated?")]
     message = chat.invoke(follow_up, max_new_tokens=2)
-    system_tokens = len(chat._engine.tokenize(chat.chat_prompt(MEDICINE[:1])))
-    assert message.usage_metadata["input_token_details"]["cache_read"] >= system_tokens - 2
+    assert message.usage_metadata["input_token_details"]["cache_read"] > system_prompt_tokens(chat)
+
+
+def test_system_prompts_stay_cached_beyond_the_slots(gguf_path):
+    one_slot = LlamaCppChatModel(model_path=gguf_path, parallel_sequences=1)
+    one_slot.invoke(MEDICINE, max_new_tokens=2)
+    one_slot.invoke(MATH, max_new_tokens=2)  # the only slot now holds the math prompt
+    again = one_slot.invoke([MEDICINE[0], HumanMessage("What causes anemia?")], max_new_tokens=2)
+    assert again.usage_metadata["input_token_details"]["cache_read"] == system_prompt_tokens(
+        one_slot
+    )
 
 
 def test_answers_do_not_depend_on_the_prompt_cache(gguf_path, chat):
     uncached = LlamaCppChatModel(model_path=gguf_path, prefix_cache=False, parallel_sequences=1)
-    for messages in (MEDICINE, MATH, MEDICINE):
-        cached_answer = chat.invoke(messages, max_new_tokens=20)
+    one_slot = LlamaCppChatModel(model_path=gguf_path, parallel_sequences=1)  # restores prompts
+    for messages in (MEDICINE, MATH, MEDICINE, [MATH[0], HumanMessage("What is 3 + 4?")]):
         uncached_answer = uncached.invoke(messages, max_new_tokens=20)
-        assert cached_answer.text == uncached_answer.text
+        assert chat.invoke(messages, max_new_tokens=20).text == uncached_answer.text
+        assert one_slot.invoke(messages, max_new_tokens=20).text == uncached_answer.text
         assert uncached_answer.usage_metadata["input_token_details"]["cache_read"] == 0
 
 
@@ -224,8 +241,10 @@ def test_memory_is_the_weights_and_the_kv_caches_and_is_known_before_loading(cha
     engine = chat._engine
     assert chat.memory_bytes() == engine.weights_bytes + engine.kv_bytes
     assert 80 * 2**20 < engine.weights_bytes < 110 * 2**20  # the Q4_1 tensors of 135M weights
-    # 30 layers x 3 KV heads x (64 + 64) x 2 bytes (f16) per token, per slot.
-    assert engine.kv_bytes == 30 * 3 * 128 * 2 * chat.context_tokens * chat.parallel_sequences
+    # 30 layers x 3 KV heads x (64 + 64) x 2 bytes (f16) per token, in every slot and for the
+    # saved system prompts.
+    cells = chat.context_tokens * chat.parallel_sequences + chat.saved_prefix_tokens
+    assert engine.kv_bytes == 30 * 3 * 128 * 2 * cells
     assert gguf_memory_bytes(gguf_path) == chat.memory_bytes()
     assert ModelHub().estimate_chat_model_bytes(EMBEDDED_CHAT_MODEL) == chat.memory_bytes()
 

@@ -26,6 +26,7 @@ constrains decoding with a llama.cpp grammar built from the schema.
 from __future__ import annotations
 
 import codecs
+import collections
 import ctypes
 import json
 import logging
@@ -106,16 +107,24 @@ def kv_cache_bytes(metadata: Mapping[str, Any], cells: int) -> int:
 
 
 def gguf_memory_bytes(
-    path: str, *, context_tokens: int | None = None, parallel_sequences: int | None = None
+    path: str,
+    *,
+    context_tokens: int | None = None,
+    parallel_sequences: int | None = None,
+    saved_prefix_tokens: int | None = None,
 ) -> int:
     """What `LlamaCppChatModel.memory_bytes()` will report for this GGUF (with these
     settings, or the model's defaults), read from the file's header without loading it:
-    the tensors' bytes plus the KV cache of every sequence slot."""
+    the tensors' bytes plus the KV caches of the sequence slots and the saved prompts."""
     fields = LlamaCppChatModel.model_fields
-    context_tokens = context_tokens or int(fields["context_tokens"].default)
-    parallel_sequences = parallel_sequences or int(fields["parallel_sequences"].default)
+
+    def setting(value: int | None, name: str) -> int:
+        return int(fields[name].default) if value is None else value
+
+    cells = _context_cells(setting(context_tokens, "context_tokens")) * setting(
+        parallel_sequences, "parallel_sequences"
+    ) + setting(saved_prefix_tokens, "saved_prefix_tokens")
     metadata, tensors_bytes = read_gguf_header(path)
-    cells = _context_cells(context_tokens) * parallel_sequences
     return tensors_bytes + kv_cache_bytes(metadata, cells)
 
 
@@ -196,6 +205,8 @@ class LlamaCppChatModel(BaseChatModel):
     context_tokens: int = Field(default=2048, ge=16)  # prompt + answer, per sequence
     parallel_sequences: int = Field(default=4, ge=1, le=64)  # decoded together; each a slot
     prefix_cache: bool = True  # reuse the cached tokens of the most similar earlier prompt
+    # System prompts kept cached apart from the slots, in tokens (their KV memory is counted).
+    saved_prefix_tokens: int = Field(default=2048, ge=0)
     threads: int = Field(default_factory=cpu_threads, ge=1)
 
     _engine: _Engine = PrivateAttr()
@@ -208,6 +219,7 @@ class LlamaCppChatModel(BaseChatModel):
             context_tokens=self.context_tokens,
             slots=self.parallel_sequences,
             threads=self.threads,
+            saved_prefix_tokens=self.saved_prefix_tokens if self.prefix_cache else 0,
         )
 
     @property
@@ -280,8 +292,9 @@ class LlamaCppChatModel(BaseChatModel):
     # -- what the pool and the hub read --------------------------------------------------------
 
     def memory_bytes(self) -> int:
-        """Bytes this model holds: its tensors plus the KV cache of every sequence slot
-        (allocated at load, whatever the calls use). Compute buffers are not counted."""
+        """Bytes this model holds: its tensors, the KV cache of every sequence slot
+        (allocated at load, whatever the calls use) and at most `saved_prefix_tokens` of
+        saved system prompts. Compute buffers are not counted."""
         return self._engine.weights_bytes + self._engine.kv_bytes
 
     def parameter_count(self) -> int:
@@ -297,6 +310,8 @@ class LlamaCppChatModel(BaseChatModel):
         self, messages: Sequence[BaseMessage], settings: CallSettings, stop: list[str] | None
     ) -> _Job:
         prompt = self._engine.tokenize(self.chat_prompt(messages))
+        if not prompt:
+            raise ValueError(f"the chat template of {self.model_ref} made an empty prompt")
         if len(prompt) >= self.context_tokens:
             raise ValueError(
                 f"the prompt has {len(prompt)} tokens; {self.model_ref} holds "
@@ -305,11 +320,27 @@ class LlamaCppChatModel(BaseChatModel):
         seed = self.seed if self.seed is not None else int.from_bytes(os.urandom(4), "little")
         return _Job(
             prompt=prompt,
+            shared_prefix=self._system_prefix(messages, prompt),
             settings=settings,
             max_new_tokens=min(settings.max_new_tokens, self.context_tokens - len(prompt)),
             stop=StopStringFilter(stop),
             seed=seed,
         )
+
+    def _system_prefix(self, messages: Sequence[BaseMessage], prompt: list[int]) -> int:
+        """How many tokens of `prompt` the leading system messages make: the part other
+        calls of the same expert share."""
+        leading = 0
+        while leading < len(messages) and messages[leading].type == "system":
+            leading += 1
+        if not leading or leading == len(messages):
+            return 0
+        try:
+            text = self._engine.render(chat_roles(messages[:leading]), generation_prompt=False)
+        except Exception:  # a template that cannot render system messages alone
+            return 0
+        tokens = self._engine.tokenize(text)
+        return len(tokens) if prompt[: len(tokens)] == tokens else 0
 
     def _message(self, job: _Job) -> AIMessage:
         usage: UsageMetadata = {
@@ -342,6 +373,8 @@ class _Job:
     pending: list[int] = field(default_factory=list)  # tokens to evaluate next
     slot: int = -1
     cached_tokens: int = 0
+    shared_prefix: int = 0  # tokens of the leading system messages (0: none)
+    save_at: int = 0  # save the sequence's state once this many tokens are in (0: no)
     finish_reason: str | None = None
     sampler: Any = None  # penalties, then greedy or temperature / top-p / draw
     grammar: Any = None  # the JSON schema's grammar sampler, checked after the choice
@@ -359,7 +392,15 @@ class _Slot:
 class _Engine:
     """A llama.cpp model and context with `slots` sequences, driven through the C API."""
 
-    def __init__(self, path: str, *, context_tokens: int, slots: int, threads: int) -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        context_tokens: int,
+        slots: int,
+        threads: int,
+        saved_prefix_tokens: int,
+    ) -> None:
         import llama_cpp as lib
 
         if logging.getLogger("llama-cpp-python").level == logging.NOTSET:
@@ -392,12 +433,17 @@ class _Engine:
         self.n_vocab = lib.llama_vocab_n_tokens(self.vocab)
         self.metadata = self._metadata()
         self.weights_bytes = int(lib.llama_model_size(model))
-        self.kv_bytes = kv_cache_bytes(self.metadata, _context_cells(context_tokens) * slots)
+        cells = _context_cells(context_tokens) * slots + saved_prefix_tokens
+        self.kv_bytes = kv_cache_bytes(self.metadata, cells)
         self.parameters = int(lib.llama_model_n_params(model))
         self.template = self._chat_template(path)
         self.lock = threading.Lock()
         self.clock = 0
         self.grammars: dict[str, str] = {}
+        # System prompts' KV caches kept apart from the slots (oldest out first), so that
+        # more experts' prompts stay cached than there are slots.
+        self.saved: collections.OrderedDict[tuple[int, ...], Any] = collections.OrderedDict()
+        self.saved_limit = saved_prefix_tokens
         self.candidate_buffer: Any = None
 
     def __del__(self) -> None:
@@ -438,11 +484,11 @@ class _Engine:
         environment.globals["raise_exception"] = raise_exception
         return environment.from_string(source.decode("utf-8"))
 
-    def render(self, messages: list[dict[str, str]]) -> str:
+    def render(self, messages: list[dict[str, str]], *, generation_prompt: bool = True) -> str:
         return str(
             self.template.render(
                 messages=messages,
-                add_generation_prompt=True,
+                add_generation_prompt=generation_prompt,
                 bos_token=self._token_text(self.lib.llama_vocab_bos(self.vocab)),
                 eos_token=self._token_text(self.lib.llama_vocab_eos(self.vocab)),
             )
@@ -499,16 +545,22 @@ class _Engine:
     def _start(self, job: _Job, *, prefix_cache: bool) -> None:
         lib = self.lib
         free = [i for i, slot in enumerate(self.slots) if not slot.busy]
-        # The slot sharing the longest prefix with this prompt; else the least recently used.
-        job.slot = max(
-            free,
-            key=lambda i: (
-                _common_prefix(self.slots[i].tokens, job.prompt) if prefix_cache else 0,
-                -self.slots[i].last_used,
-            ),
-        )
+        reusable = {i: _common_prefix(self.slots[i].tokens, job.prompt) for i in free}
+        saved = self._longest_saved_prefix(job.prompt) if prefix_cache else ()
+        if prefix_cache and max(reusable.values()) > len(saved):
+            job.slot = max(free, key=lambda i: (reusable[i], -self.slots[i].last_used))
+        else:  # the least recently used slot (restoring a saved prefix into it, if any)
+            job.slot = min(free, key=lambda i: self.slots[i].last_used)
         slot = self.slots[job.slot]
-        keep = _common_prefix(slot.tokens, job.prompt) if prefix_cache else 0
+        keep = reusable[job.slot] if prefix_cache else 0
+        if len(saved) > keep:
+            lib.llama_memory_seq_rm(self.memory, job.slot, -1, -1)
+            buffer = self.saved[saved]
+            self.saved.move_to_end(saved)
+            if lib.llama_state_seq_set_data(self.context, buffer, len(buffer), job.slot):
+                slot.tokens, keep = list(saved), len(saved)
+            else:
+                slot.tokens, keep = [], 0
         keep = min(keep, len(job.prompt) - 1)  # the last prompt token is evaluated for logits
         if not lib.llama_memory_seq_rm(self.memory, job.slot, keep, -1):
             lib.llama_memory_seq_rm(self.memory, job.slot, -1, -1)
@@ -519,7 +571,26 @@ class _Engine:
         slot.last_used = self.clock
         job.cached_tokens = keep
         job.pending = job.prompt[keep:]
+        worth_saving = prefix_cache and 0 < job.shared_prefix <= self.saved_limit
+        if worth_saving and keep < job.shared_prefix < len(job.prompt):
+            job.save_at = job.shared_prefix
         job.sampler = self._sampler(job)
+
+    def _longest_saved_prefix(self, prompt: list[int]) -> tuple[int, ...]:
+        fitting = [key for key in self.saved if tuple(prompt[: len(key)]) == key]
+        return max(fitting, key=len, default=())
+
+    def _save(self, job: _Job) -> None:
+        """Keep the KV cache of the job's system prompt (its slot holds just that now)."""
+        lib = self.lib
+        size = lib.llama_state_seq_get_size(self.context, job.slot)
+        buffer = (ctypes.c_uint8 * size)()
+        if lib.llama_state_seq_get_data(self.context, buffer, size, job.slot) != size:
+            return
+        key = tuple(self.slots[job.slot].tokens)
+        self.saved[key] = buffer
+        while sum(len(k) for k in self.saved) > self.saved_limit:
+            self.saved.popitem(last=False)
 
     def _sampler(self, job: _Job) -> Any:
         lib, settings = self.lib, job.settings
@@ -612,6 +683,8 @@ class _Engine:
             if room == 0:
                 break
             slot = self.slots[job.slot]
+            if job.save_at > len(slot.tokens):  # stop where the system prompt ends
+                room = min(room, job.save_at - len(slot.tokens))
             chunk, job.pending = job.pending[:room], job.pending[room:]
             for token in chunk:
                 position = batch.n_tokens
@@ -631,6 +704,10 @@ class _Engine:
                 lib.llama_memory_seq_rm(self.memory, job.slot, -1, -1)
                 self.slots[job.slot].tokens = []
             raise RuntimeError(f"llama_decode failed with status {status}")
+        for job in jobs:
+            if job.save_at and len(self.slots[job.slot].tokens) == job.save_at:
+                self._save(job)
+                job.save_at = 0
         for index, job, position in sampled:
             token = self._sample(job, position)
             text = self._accept(job, token)
