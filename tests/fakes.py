@@ -19,6 +19,7 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import ConfigDict, Field, PrivateAttr
 
+from compllm.errors import ModelLoadError
 from compllm.registry import Registry, parse_registry
 
 _STOPWORDS = frozenset(
@@ -153,6 +154,8 @@ class FakeProvider:
 
     def chat_model(self, ref: str, *, trust_remote_code: bool = False) -> BaseChatModel:
         self.loads.append(ref)
+        if ref not in self.chat:  # as the real hub fails on a reference it cannot load
+            raise ModelLoadError(f"cannot load model '{ref}' (the test provider has none)")
         return self.chat[ref]
 
     def embeddings(self, ref: str) -> Embeddings:

@@ -125,7 +125,9 @@ def pipeline() -> CompLLM:
     return CompLLM(
         registry=parse_registry(REGISTRY, source="calculator.yaml"),
         provider=make_provider(expert_answers={"insulin": "The pancreas produces insulin."}),
-        context=Context(planner_mode="rules", embedding_model="words"),
+        context=Context(
+            planner_mode="rules", embedding_model="words", aggregator_model="aggregator-model"
+        ),
     )
 
 

@@ -57,11 +57,13 @@ def test_a_plan_larger_than_the_limit_is_refused(registry):
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        ({"max_parallel_experts": 0}, "max_parallel_experts must be a positive number"),
-        ({"planner_max_new_tokens": -1}, "planner_max_new_tokens must be a positive"),
-        ({"aggregator_max_new_tokens": 10**6}, "the limit is 32768"),
-        ({"max_run_s": 0}, "max_run_s must be a positive"),
-        ({"expert_timeout_s": "soon"}, "expert_timeout_s must be a positive"),
+        ({"max_parallel_experts": 0}, "Context.max_parallel_experts must be greater than 0, not 0"),
+        ({"planner_max_new_tokens": -1}, "planner_max_new_tokens must be greater than 0, not -1"),
+        ({"aggregator_max_new_tokens": 10**6}, "must be at most 32768, not 1000000"),
+        ({"max_run_s": 0}, "Context.max_run_s must be greater than 0.0, not 0"),
+        ({"expert_timeout_s": "soon"}, "Context.expert_timeout_s must be a number, not 'soon'"),
+        ({"planner_mode": "telepathy"}, "must be one of 'auto', 'learned', 'llm' or 'rules'"),
+        ({"executor": "warp"}, "Context.executor must be one of 'dataflow' or 'waves', not 'warp'"),
     ],
 )
 def test_impossible_settings_fail_at_once_naming_the_field(settings, message):

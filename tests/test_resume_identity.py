@@ -63,14 +63,20 @@ def test_a_resumed_run_gives_each_subquery_its_own_saved_answer(executor):
         return f"answer to {question}"
 
     provider = FakeProvider(
-        chat={"expert-model": ScriptedChatModel(respond=respond)}, embedding=KeywordEmbeddings()
+        chat={
+            "expert-model": ScriptedChatModel(respond=respond),
+            "aggregator-model": ScriptedChatModel(respond=lambda prompt, call: "all five"),
+        },
+        embedding=KeywordEmbeddings(),
     )
     with open_checkpointer("memory") as saver:
         app = CompLLM(
             registry=parse_registry(REGISTRY, source="one.yaml"),
             provider=provider,
             checkpointer=saver,
-            context=Context(embedding_model="words", executor=executor),
+            context=Context(
+                embedding_model="words", aggregator_model="aggregator-model", executor=executor
+            ),
             retry_policy=RetryPolicy(max_attempts=1),
         )
         with pytest.raises(ModelLoadError):

@@ -107,7 +107,7 @@ def test_the_monolithic_baseline_is_served_next_to_compllm(fake_server):
     async def scenario() -> None:
         client = langgraph_sdk.get_client(url=fake_server)
         graphs = {a["graph_id"] for a in await client.assistants.search()}
-        assert graphs == {"compllm", "monolithic"}
+        assert graphs == {"compllm", "compllm-quick", "monolithic"}
         thread = await client.threads.create()
         final = await client.runs.wait(
             thread["thread_id"],

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
@@ -39,6 +39,7 @@ from compllm.state import (
     state_answers,
     state_plan,
 )
+from compllm.validation import check_query, unknown_fields
 
 __all__ = ["CompLLM", "CompLLMResult", "RouteInfo", "RunStatus"]
 
@@ -215,7 +216,7 @@ class CompLLM:
         self,
         query: str,
         *,
-        plan: Plan | None = None,
+        plan: Plan | Mapping[str, Any] | None = None,
         thread_id: str | None = None,
         **context: Any,
     ) -> CompLLMResult:
@@ -227,7 +228,7 @@ class CompLLM:
         self,
         query: str,
         *,
-        plan: Plan | None = None,
+        plan: Plan | Mapping[str, Any] | None = None,
         thread_id: str | None = None,
         **context: Any,
     ) -> CompLLMResult:
@@ -249,7 +250,7 @@ class CompLLM:
         self,
         query: str,
         *,
-        plan: Plan | None = None,
+        plan: Plan | Mapping[str, Any] | None = None,
         thread_id: str | None = None,
         **context: Any,
     ) -> Iterator[tuple[str, Any]]:
@@ -266,7 +267,7 @@ class CompLLM:
         self,
         query: str,
         *,
-        plan: Plan | None = None,
+        plan: Plan | Mapping[str, Any] | None = None,
         thread_id: str | None = None,
         **context: Any,
     ) -> AsyncIterator[tuple[str, Any]]:
@@ -316,13 +317,17 @@ class CompLLM:
         yield run.result()
 
     def _start(
-        self, query: str, plan: Plan | None, thread_id: str | None, overrides: dict[str, Any]
+        self,
+        query: str,
+        plan: Plan | Mapping[str, Any] | None,
+        thread_id: str | None,
+        overrides: dict[str, Any],
     ) -> tuple[Any, RunnableConfig, Context] | CompLLMResult:
         """What a run starts from (graph input, config, context), or the result a thread
         already has. The graph input is None to resume the thread's stopped run."""
         run_context = self._run_context(overrides)
         config = _config(thread_id or uuid.uuid4().hex)
-        graph_input = _input(query, plan)
+        graph_input = _input(query, plan, run_context.max_query_chars)
         snapshot = self._snapshot(config)
         if snapshot is None:
             return graph_input, config, run_context
@@ -339,6 +344,7 @@ class CompLLM:
         return None, config, run_context  # resume: LangGraph reruns only what had not finished
 
     def _run_context(self, overrides: dict[str, Any]) -> Context:
+        unknown_fields(Context, overrides, "Context")
         context = replace(self.context, **overrides)
         if context.review_plan and self.graph.checkpointer is None:
             raise ConfigError(
@@ -407,10 +413,10 @@ def _config(thread_id: str) -> RunnableConfig:
     return {"configurable": {"thread_id": thread_id}}
 
 
-def _input(query: str, plan: Plan | None) -> InputState:
-    if not isinstance(query, str) or not query.strip():
-        raise QueryError("the query is empty")
-    query = clean_text(query)
+def _input(query: str, plan: Plan | Mapping[str, Any] | None, max_chars: int) -> InputState:
+    query = clean_text(check_query(query, max_chars))
     if plan is None:
         return InputState(query=query.strip())
-    return InputState(query=query.strip(), plan=plan_data(plan))  # type: ignore[typeddict-item]
+    # A plan as JSON (an edited one) is validated by the planner node, as the server's is.
+    data = plan_data(plan) if isinstance(plan, Plan) else plan
+    return InputState(query=query.strip(), plan=data)  # type: ignore[typeddict-item]

@@ -62,6 +62,11 @@ def _parser() -> argparse.ArgumentParser:
     ask = commands.add_parser("ask", help="answer a query with the expert pipeline")
     ask.add_argument("query", help="the question (several parts are fine)")
     ask.add_argument("--experts", metavar="FILE", help="expert registry (YAML or TOML)")
+    ask.add_argument(
+        "--allow-python",
+        action="store_true",
+        help="let the registry name Python objects (python:pkg.mod:name): runs that code",
+    )
     ask.add_argument("--json", action="store_true", help="print one JSON result, nothing else")
     ask.add_argument(
         "--planner",
@@ -157,6 +162,7 @@ def _ask(
             provider=provider or _hub(err),
             memory_budget=args.memory_budget,
             checkpointer=saver,
+            allow_python=args.allow_python,
         )
         result = _show_run(app.stream(args.query, thread_id=args.thread), args, out)
         while result.status == "awaiting_review":

@@ -25,7 +25,7 @@ class RegistryError(CompLLMError, ValueError):
     """An expert registry file that cannot be used (names the file, expert and field)."""
 
 
-class ModelLoadError(CompLLMError):
+class ModelLoadError(CompLLMError, ValueError):
     """A model id or path that cannot be loaded."""
 
 
@@ -37,7 +37,7 @@ class QueryError(CompLLMError, ValueError):
     """A query that cannot be answered as given (for example an empty one)."""
 
 
-class ModelBudgetError(CompLLMError):
+class ModelBudgetError(CompLLMError, ValueError):
     """A model that cannot fit in the memory budget even with every other model unloaded."""
 
 

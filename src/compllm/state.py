@@ -22,10 +22,10 @@ from langgraph.runtime import Runtime
 from pydantic import BaseModel, ConfigDict, Field
 from typing_extensions import TypedDict  # pydantic needs it for JSON schemas on < 3.12
 
-from compllm.errors import ConfigError
 from compllm.models import EMBEDDED_CHAT_MODEL, EMBEDDED_EMBEDDINGS, EMBEDDED_PLANNER
 from compllm.plan import DEFAULT_MAX_SUBQUERIES, Plan, PlannerPath
 from compllm.registry import MAX_NEW_TOKENS
+from compllm.validation import check_fields
 
 __all__ = [
     "Context",
@@ -46,6 +46,8 @@ __all__ = [
 ]
 
 AnswerStatus = Literal["ok", "failed", "skipped"]
+MAX_PLAN_SIZE = 256  # most sub-queries (and slots, and batch) a run may ask for
+MAX_QUERY_CHARS = 1_000_000  # the most Context.max_query_chars may allow
 
 
 class SubAnswer(BaseModel):
@@ -180,7 +182,7 @@ class PlanInput(TypedDict):
 
 
 class InputState(TypedDict):
-    query: str
+    query: Annotated[str, Field(min_length=1, description="The question to answer.")]
     # A plan given with the query (a gold decomposition, or one edited by a person) skips
     # the planner; it is validated like any other.
     plan: NotRequired[PlanInput]
@@ -203,11 +205,11 @@ class State(TypedDict):
 class Context:
     """Run-time settings. Every field can be set per run (`context=Context(...)`)."""
 
-    registry_path: str | None = field(
+    registry_path: Annotated[str, Field(min_length=1)] | None = field(
         default=None,
         metadata={"description": "Expert registry file (YAML/TOML); empty = built-in experts."},
     )
-    planner_model: str = field(
+    planner_model: Annotated[str, Field(min_length=1)] = field(
         default=EMBEDDED_PLANNER,
         metadata={
             "description": "What splits the query: the learned planner (embedded:compllm-planner "
@@ -215,11 +217,11 @@ class Context:
             "openai:..., embedded:smollm2-135m-instruct)."
         },
     )
-    aggregator_model: str = field(
+    aggregator_model: Annotated[str, Field(min_length=1)] = field(
         default=EMBEDDED_CHAT_MODEL,
         metadata={"description": "Model that writes the final answer from the experts' answers."},
     )
-    embedding_model: str = field(
+    embedding_model: Annotated[str, Field(min_length=1)] = field(
         default=EMBEDDED_EMBEDDINGS,
         metadata={"description": "Sentence-embedding model used to route sub-queries."},
     )
@@ -232,21 +234,21 @@ class Context:
             "rule-based decomposer."
         },
     )
-    routing_threshold: float | None = field(
+    routing_threshold: Annotated[float, Field(ge=-1.0, le=1.0)] | None = field(
         default=None,
         metadata={
             "description": "Minimum routing score; below it the generalist answers. "
             "Empty = the registry's value."
         },
     )
-    max_subqueries: int = field(
+    max_subqueries: Annotated[int, Field(gt=0, le=MAX_PLAN_SIZE)] = field(
         default=DEFAULT_MAX_SUBQUERIES,
         metadata={"description": "Largest plan accepted from the planner."},
     )
-    planner_max_new_tokens: int = field(
+    planner_max_new_tokens: Annotated[int, Field(gt=0, le=MAX_NEW_TOKENS)] = field(
         default=320, metadata={"description": "Token budget of the planner's JSON plan."}
     )
-    aggregator_max_new_tokens: int = field(
+    aggregator_max_new_tokens: Annotated[int, Field(gt=0, le=MAX_NEW_TOKENS)] = field(
         default=256, metadata={"description": "Token budget of the final answer."}
     )
     review_plan: bool = field(
@@ -263,18 +265,18 @@ class Context:
             "done; waves: in dependency waves, each wave waiting for its slowest call."
         },
     )
-    max_parallel_experts: int = field(
+    max_parallel_experts: Annotated[int, Field(gt=0, le=MAX_PLAN_SIZE)] = field(
         default=4,
         metadata={
             "description": "Most expert calls of one run at once; when fewer than the ready "
             "sub-queries, those on the longest remaining chain go first."
         },
     )
-    max_batch_size: int = field(
+    max_batch_size: Annotated[int, Field(gt=0, le=MAX_PLAN_SIZE)] = field(
         default=8,
         metadata={"description": "Most ready sub-queries on one model generated as one batch."},
     )
-    expert_timeout_s: float = field(
+    expert_timeout_s: Annotated[float, Field(gt=0)] = field(
         default=300.0,
         metadata={"description": "Seconds one expert call may take before it is retried."},
     )
@@ -282,11 +284,11 @@ class Context:
         default=True,
         metadata={"description": "One-part plans return the expert's answer unchanged."},
     )
-    max_query_chars: int = field(
+    max_query_chars: Annotated[int, Field(gt=0, le=MAX_QUERY_CHARS)] = field(
         default=20_000,
         metadata={"description": "Longest query accepted, in characters."},
     )
-    max_run_s: float | None = field(
+    max_run_s: Annotated[float, Field(gt=0)] | None = field(
         default=None,
         metadata={
             "description": "Seconds a run may take from its start; sub-queries not answered "
@@ -296,27 +298,9 @@ class Context:
     )
 
     def __post_init__(self) -> None:
-        # A setting that cannot work fails the run at once, naming the field.
-        positive = {
-            "max_subqueries": self.max_subqueries,
-            "planner_max_new_tokens": self.planner_max_new_tokens,
-            "aggregator_max_new_tokens": self.aggregator_max_new_tokens,
-            "max_parallel_experts": self.max_parallel_experts,
-            "max_batch_size": self.max_batch_size,
-            "expert_timeout_s": self.expert_timeout_s,
-            "max_query_chars": self.max_query_chars,
-        }
-        if self.max_run_s is not None:
-            positive["max_run_s"] = self.max_run_s
-        for name, value in positive.items():
-            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-                raise ConfigError(f"Context.{name} must be a positive number, not {value!r}")
-        for name, value in {
-            "planner_max_new_tokens": self.planner_max_new_tokens,
-            "aggregator_max_new_tokens": self.aggregator_max_new_tokens,
-        }.items():
-            if value > MAX_NEW_TOKENS:
-                raise ConfigError(f"Context.{name} is {value}; the limit is {MAX_NEW_TOKENS}")
+        # A setting that cannot work fails the run at once, naming the field, the value and
+        # what is allowed; the annotations above are also what Studio's form offers.
+        check_fields(self, "Context")
 
 
 CONFIG_KEY = "compllm"

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from compllm.errors import ConfigError, QueryError
 
-__all__ = ["check_fields", "check_query", "describe_value"]
+__all__ = ["check_fields", "check_query", "describe_value", "unknown_fields"]
 
 _models: dict[type, type[BaseModel]] = {}
 _models_lock = threading.Lock()
@@ -91,6 +91,7 @@ _RULES = {
     "float_type": "must be a number",
     "bool_type": "must be true or false",
     "string_type": "must be a string",
+    "string_too_short": "must not be empty",
     "dict_type": "must be a mapping",
     "list_type": "must be a list",
 }

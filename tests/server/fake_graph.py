@@ -26,3 +26,10 @@ provider = make_provider(
 )
 graph = build_graph(provider=provider, experts=make_test_registry(), name="compllm-fake")
 monolithic = build_monolithic_graph(provider=provider)
+
+# The same pipeline with instant experts: the input-validation tests send it hundreds of runs.
+quick = build_graph(
+    provider=make_provider(planner=PLAN, expert_answers={"Multiply": "84"}, aggregate="done"),
+    experts=make_test_registry(),
+    name="compllm-quick",
+)
