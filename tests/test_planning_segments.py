@@ -93,6 +93,37 @@ def test_a_two_word_stub_that_runs_into_the_next_part_is_its_start():
     ]
 
 
+@pytest.mark.parametrize(
+    ("query", "cuts", "expected"),
+    [
+        # a question does not start with "by": the part goes on
+        (
+            "What is 2 squared? Combine both values by multiplying them.",
+            [(0, 18), (19, 38), (39, 59)],
+            ["What is 2 squared?", "Combine both values by multiplying them."],
+        ),
+        # a subordinate clause and its comma set up the question after it
+        (
+            "Supposing we go with the cheaper option, what is 377 minus 11?",
+            [(0, 39), (41, 62)],
+            ["Supposing we go with the cheaper option, what is 377 minus 11?"],
+        ),
+    ],
+)
+def test_parts_cut_where_a_reader_would_not_are_joined(query, cuts, expected):
+    segments = [Segment("part", a, b) for a, b in cuts]
+    assert [query[s.start : s.end] for s in repair(query, segments)] == expected
+
+
+def test_a_stray_word_before_context_joins_the_context():
+    query = "For context, I'm a teacher. What is judicial review?"
+    segments = [Segment("part", 0, 3), Segment("context", 4, 27), Segment("part", 28, 52)]
+    assert [(s.kind, query[s.start : s.end]) for s in repair(query, segments)] == [
+        ("context", "For context, I'm a teacher."),
+        ("part", "What is judicial review?"),
+    ]
+
+
 def test_questions_carry_the_context_before_them_and_trailing_context():
     query = "I'm 38. Should I buy bonds? Or stocks? I live in Ohio."
     segments = [

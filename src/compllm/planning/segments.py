@@ -181,20 +181,48 @@ def repair(query: str, segments: Sequence[Segment]) -> list[Segment]:
     return _join_stubs(query, result)
 
 
+# A question does not start with these; a part that does continues the one before it.
+_DANGLING = frozenset(["by", "to", "of", "than", "into", "for", "from", "with", "as", "and", "or"])
+# A clause that starts with these and ends in a comma sets up the question after it.
+_SUBORDINATE = frozenset(
+    (  # noqa: SIM905 - a word list reads better as text
+        "if when whenever since as because before after unless supposing suppose say "
+        "assuming given provided while although though once"
+    ).split()
+)
+
+
 def _join_stubs(query: str, segments: list[Segment]) -> list[Segment]:
-    """A part of one or two words that ends no sentence ("in", "I'm") and runs straight into the
-    next part is that part's start: "in | which country is Mombasa?"."""
+    """Join what the model cut where a reader would not:
+    - a part of one or two words that ends no sentence and runs straight into the next
+      segment is its start ("in | which country is Mombasa?", "For | context, I'm ...");
+    - a part that starts with a dangling word continues the part before it ("Combine both
+      values | by multiplying them.");
+    - a subordinate clause ending in a comma starts the question after it ("Supposing we
+      go with the cheaper option, | what is ...")."""
     joined: list[Segment] = []
     for segment in segments:
-        if joined and segment.kind == "part" and joined[-1].kind == "part":
-            stub = query[joined[-1].start : joined[-1].end]
-            between = query[joined[-1].end : segment.start]
-            ends = stub.endswith((".", "?", "!"))
-            if len(stub.split()) <= 2 and not ends and not between.strip():
-                joined[-1] = Segment("part", joined[-1].start, segment.end)
-                continue
+        if joined and joined[-1].kind == "part" and _continues(query, joined[-1], segment):
+            kind = segment.kind
+            joined[-1] = Segment(kind, joined[-1].start, segment.end)
+            continue
         joined.append(segment)
     return joined
+
+
+def _continues(query: str, before: Segment, segment: Segment) -> bool:
+    text = query[before.start : before.end]
+    between = query[before.end : segment.start].strip()
+    ends = text.endswith((".", "?", "!"))
+    if len(text.split()) <= 2 and not ends and not between:
+        return True
+    if segment.kind != "part" or ends or "?" in text:
+        return False
+    words = query[segment.start : segment.end].split()
+    if not between and words and words[0] in _DANGLING:  # lower case: not a new sentence
+        return True
+    first = text.split()[0].lower().strip(",") if text.split() else ""
+    return between == "," and first in _SUBORDINATE
 
 
 _SENTENCE = re.compile(r"[^.?!¶\n]+(?:[.?!]+|$)")
