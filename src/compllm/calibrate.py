@@ -1,13 +1,19 @@
-"""Router calibration (`compllm fit`): learn routing examples and the threshold from labelled
-questions, like semantic-router's `fit`.
+"""Router calibration (`compllm fit`): learn routing examples, the threshold and the learned
+router from labelled questions, like semantic-router's `fit`, and say which routes better.
 
-Labelled questions are split in two, reproducibly. The fit part becomes each expert's routing
-examples (the router scores an expert by its nearest examples, so more in-domain examples is
-what sharpens it). On the other part the threshold is chosen: the one under which sending
-low-scoring questions to the generalist gives the highest routing accuracy. The report is
-measured on that held-out part only, with a confusion matrix by domain. With `refit`, the
-examples written are then all the labelled questions (the threshold stays the one chosen on
-the held-out part), so the report is, if anything, pessimistic.
+Labelled questions are split in two, reproducibly (`holdout`). The fit part becomes each
+expert's routing examples and the training data of the learned head (`compllm.routing_head`);
+the other part is held out, and every figure of the report is measured there, on questions
+that nothing was fitted or chosen on:
+
+- the similarity threshold (below it, the generalist) and the head's per-expert thresholds
+  are chosen on the fit part by 5-fold cross-validation (each question scored by a router
+  fitted on the other folds), never on the held-out part;
+- similarity routing and the head are then both measured on the held-out part, and the head
+  is kept when it routes at least as well (else the registry routes by similarity).
+
+With `refit`, the examples and the head written are then fitted on all labelled questions
+(with the thresholds chosen above), so the report is, if anything, pessimistic.
 """
 
 from __future__ import annotations
@@ -21,19 +27,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+import numpy as np
 from langchain_core.embeddings import Embeddings
 
 from compllm.errors import ConfigError, RegistryError
 from compllm.registry import Registry
-from compllm.router import ExpertRouter
+from compllm.router import ExpertRouter, similarity_table
+from compllm.routing_head import RoutingHead, fit_head, fit_thresholds, head_file
 
 __all__ = [
+    "CachedEmbeddings",
     "FitResult",
     "LabelledQuestion",
     "RoutingReport",
     "evaluate_routing",
     "fit_router",
+    "report_routes",
     "routing_report",
+    "set_registry_line",
     "split_by_hash",
     "write_fitted_registry",
 ]
@@ -41,23 +52,34 @@ __all__ = [
 T = TypeVar("T")
 
 THRESHOLD_GRID = tuple(round(0.01 * step, 2) for step in range(61))
+FOLDS = 5  # cross-validation inside the fit part, for thresholds
 
 
 @dataclass(frozen=True)
 class LabelledQuestion:
+    """A question and the expert that should answer it. `topic`: a finer label inside the
+    expert's domain (an MMLU subject), which the head learns from when given; `variants`:
+    other texts of the same question (the stem without its options), which the head learns
+    from too, so it routes both forms."""
+
     text: str
     expert: str
+    topic: str | None = None
+    variants: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class RoutingReport:
-    """Routing accuracy on labelled questions, with the confusion matrix[gold][routed]."""
+    """Routing accuracy on labelled questions, with the confusion matrix[gold][routed].
+    `threshold`: the similarity threshold used, None for the learned head (its thresholds
+    are per expert)."""
 
-    threshold: float
+    threshold: float | None
     total: int
     correct: int
     confusion: dict[str, dict[str, int]]
     to_generalist: int
+    method: str = "similarity"
 
     @property
     def accuracy(self) -> float:
@@ -92,42 +114,80 @@ def routing_report(
     generalist: str,
 ) -> RoutingReport:
     """Score routes: below `threshold` a question goes to the generalist."""
+    routed = []
+    for row in scores:
+        best = max(row, key=lambda name: row[name])
+        routed.append(best if row[best] >= threshold else generalist)
+    return report_routes(routed, gold, generalist=generalist, threshold=threshold)
+
+
+def report_routes(
+    routed: Sequence[str],
+    gold: Sequence[str],
+    *,
+    generalist: str,
+    threshold: float | None = None,
+    method: str = "similarity",
+) -> RoutingReport:
+    """The report of routes already made."""
     confusion: dict[str, Counter[str]] = {}
     correct = to_generalist = 0
-    for row, expected in zip(scores, gold, strict=True):
-        best = max(row, key=lambda name: row[name])
-        routed = best if row[best] >= threshold else generalist
-        to_generalist += routed == generalist
-        correct += routed == expected
-        confusion.setdefault(expected, Counter())[routed] += 1
+    for chosen, expected in zip(routed, gold, strict=True):
+        to_generalist += chosen == generalist
+        correct += chosen == expected
+        confusion.setdefault(expected, Counter())[chosen] += 1
     return RoutingReport(
         threshold=threshold,
         total=len(gold),
         correct=correct,
         confusion={g: dict(c) for g, c in confusion.items()},
         to_generalist=to_generalist,
+        method=method,
     )
 
 
 def evaluate_routing(
     router: ExpertRouter, questions: Sequence[LabelledQuestion], *, threshold: float | None = None
 ) -> RoutingReport:
-    """How often `router` sends each question to its labelled expert."""
-    scores = router.scores([q.text for q in questions])
-    return routing_report(
-        scores,
+    """How often `router` sends each question to its labelled expert (as `route` does: the
+    applicability checks, the head or similarity, the thresholds)."""
+    routes = router.route([q.text for q in questions], threshold=threshold)
+    learned = router.head() is not None
+    return report_routes(
+        [r.expert for r in routes],
         [q.expert for q in questions],
-        threshold=router.registry.threshold if threshold is None else threshold,
         generalist=router.registry.generalist,
+        threshold=threshold if threshold is not None or learned else router.registry.threshold,
+        method=router.method,
     )
+
+
+class CachedEmbeddings(Embeddings):
+    """Embeds each distinct text once (a fit scores the same questions many times)."""
+
+    def __init__(self, inner: Embeddings) -> None:
+        self.inner = inner
+        self.memo: dict[str, list[float]] = {}
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        missing = list(dict.fromkeys(t for t in texts if t not in self.memo))
+        if missing:
+            self.memo.update(zip(missing, self.inner.embed_documents(missing), strict=True))
+        return [self.memo[t] for t in texts]
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.embed_documents([text])[0]
 
 
 @dataclass(frozen=True)
 class FitResult:
     registry: Registry  # the input registry with the fitted examples and threshold
     examples: list[LabelledQuestion]  # the routing examples added
-    held_out: RoutingReport  # at the fitted threshold, on questions not used as examples
-    threshold_curve: dict[float, float] = field(default_factory=dict)
+    held_out: RoutingReport  # the router kept, on questions not used as examples
+    threshold_curve: dict[float, float] = field(default_factory=dict)  # cross-validated
+    similarity: RoutingReport | None = None  # similarity routing on the held-out part
+    learned: RoutingReport | None = None  # the head on the held-out part
+    head: RoutingHead | None = None  # kept when it routed at least as well
 
 
 def fit_router(
@@ -139,8 +199,11 @@ def fit_router(
     seed: int = 0,
     max_examples_per_expert: int | None = None,
     refit: bool = True,
+    learned: bool = True,
+    embedding_model: str | None = None,
 ) -> FitResult:
-    """Fit routing examples and the threshold on labelled questions (see the module doc)."""
+    """Fit routing examples, the threshold and the head on labelled questions (see the
+    module doc). `learned` False fits similarity routing only."""
     unknown = sorted({q.expert for q in questions} - set(registry.names))
     if unknown:
         raise RegistryError(f"labelled experts not in {registry.source}: {', '.join(unknown)}")
@@ -149,22 +212,137 @@ def fit_router(
         raise ConfigError(
             f"need labelled questions on both sides of the split ({len(questions)} given)"
         )
+    cached = (
+        embeddings if isinstance(embeddings, CachedEmbeddings) else CachedEmbeddings(embeddings)
+    )
+    vectors = _Vectors(cached)
     examples = _cap(fit_part, max_examples_per_expert)
-    fitted = with_examples(registry, examples)
-    router = ExpertRouter(fitted, embeddings)
-    scores = router.scores([q.text for q in held_out])
-    gold = [q.expert for q in held_out]
-    curve = {
+
+    curve = _threshold_curve(registry, examples, vectors, seed=seed)
+    best = max(curve, key=lambda t: (curve[t], -t))  # ties: the lowest threshold
+    fitted = with_examples(registry, examples).model_copy(update={"threshold": best})
+    similar = evaluate_routing(ExpertRouter(fitted, cached, learned=False), held_out)
+
+    head = learned_report = None
+    if learned and _head_experts(registry):
+        thresholds = _head_thresholds(registry, examples, vectors, seed=seed)
+        head = _fit_head(registry, examples, vectors).with_thresholds(thresholds)
+        router = ExpertRouter(fitted, cached, head=head)
+        learned_report = evaluate_routing(router, held_out)
+        if learned_report.accuracy < similar.accuracy:
+            head = None
+    report = learned_report if head is not None and learned_report is not None else similar
+
+    if refit:
+        examples = _cap(list(questions), max_examples_per_expert)
+        fitted = with_examples(registry, examples).model_copy(update={"threshold": best})
+        if head is not None:
+            head = _fit_head(registry, examples, vectors).with_thresholds(head.thresholds)
+    if head is not None:
+        probe = vectors([e.description for e in fitted.experts])
+        head = head.for_registry(fitted.fingerprint(), probe, embedding_model)
+    return FitResult(fitted, examples, report, curve, similar, learned_report, head)
+
+
+class _Vectors:
+    """Unit vectors of texts, through one memo."""
+
+    def __init__(self, embeddings: CachedEmbeddings) -> None:
+        self.embeddings = embeddings
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, 0), dtype=np.float32)
+        array = np.asarray(self.embeddings.embed_documents(list(texts)), dtype=np.float32)
+        norms = np.linalg.norm(array, axis=1, keepdims=True)
+        result: np.ndarray = array / np.where(norms == 0, 1.0, norms)
+        return result
+
+
+def _fold(question: LabelledQuestion, seed: int) -> int:
+    return hashlib.sha256(f"fold\0{seed}\0{question.text}".encode()).digest()[0] % FOLDS
+
+
+def _threshold_curve(
+    registry: Registry, examples: Sequence[LabelledQuestion], vectors: _Vectors, *, seed: int
+) -> dict[float, float]:
+    """Accuracy of similarity routing at each threshold of the grid, each example scored
+    against the registry's profiles plus the other folds' examples."""
+    scores: list[dict[str, float]] = []
+    gold: list[str] = []
+    for fold in range(FOLDS):
+        test = [q for q in examples if _fold(q, seed) == fold]
+        if not test:
+            continue
+        train = [q for q in examples if _fold(q, seed) != fold]
+        profiled = with_examples(registry, train)
+        texts, owners = [], []
+        for index, expert in enumerate(profiled.experts):
+            texts.extend(expert.profile_texts)
+            owners.extend([index] * len(expert.profile_texts))
+        table = similarity_table(
+            vectors([q.text for q in test]), vectors(texts), np.asarray(owners), 3
+        )
+        # Experts with an applicability check never win by score.
+        eligible = [i for i, e in enumerate(profiled.experts) if e.accepts is None]
+        for row in table:
+            scores.append({profiled.experts[i].name: float(row[i]) for i in eligible})
+        gold.extend(q.expert for q in test)
+    return {
         t: routing_report(scores, gold, threshold=t, generalist=registry.generalist).accuracy
         for t in THRESHOLD_GRID
     }
-    best = max(curve, key=lambda t: (curve[t], -t))  # ties: the lowest threshold
-    if refit:
-        examples = _cap(list(questions), max_examples_per_expert)
-        fitted = with_examples(registry, examples)
-    fitted = fitted.model_copy(update={"threshold": best})
-    report = routing_report(scores, gold, threshold=best, generalist=registry.generalist)
-    return FitResult(fitted, examples, report, curve)
+
+
+def _head_experts(registry: Registry) -> list[str]:
+    """The experts a head votes for: those without an applicability check."""
+    return [e.name for e in registry.experts if e.accepts is None]
+
+
+def _fit_head(
+    registry: Registry, examples: Sequence[LabelledQuestion], vectors: _Vectors
+) -> RoutingHead:
+    """A head on the registry's own profile texts (each expert's description and examples,
+    one topic per expert) and the labelled examples with their variants."""
+    scored = set(_head_experts(registry))
+    texts: list[str] = []
+    experts: list[str] = []
+    topics: list[str | None] = []
+    for expert in registry.experts:
+        if expert.name in scored:
+            texts.extend(expert.profile_texts)
+            experts.extend([expert.name] * len(expert.profile_texts))
+            topics.extend([f"profile of {expert.name}"] * len(expert.profile_texts))
+    for question in examples:
+        if question.expert in scored:
+            for text in (question.text, *question.variants):
+                texts.append(text)
+                experts.append(question.expert)
+                topics.append(question.topic)
+    return fit_head(vectors(texts), experts, topics)
+
+
+def _head_thresholds(
+    registry: Registry, examples: Sequence[LabelledQuestion], vectors: _Vectors, *, seed: int
+) -> dict[str, float]:
+    """Per-expert thresholds chosen on the head's cross-validated probabilities (each
+    question, in all its forms, scored by a head fitted on the other folds)."""
+    rows: list[np.ndarray] = []
+    gold: list[str] = []
+    names = _head_experts(registry)
+    for fold in range(FOLDS):
+        test = [q for q in examples if _fold(q, seed) == fold and q.expert in names]
+        if not test:
+            continue
+        head = _fit_head(registry, [q for q in examples if _fold(q, seed) != fold], vectors)
+        texts = [t for q in test for t in (q.text, *q.variants)]
+        gold.extend(q.expert for q in test for _ in (q.text, *q.variants))
+        probabilities = head.probabilities(vectors(texts))
+        columns = [head.experts.index(n) for n in names]
+        rows.append(probabilities[:, columns])
+    if not rows:
+        return dict.fromkeys(names, 0.0)
+    return fit_thresholds(np.concatenate(rows), names, gold, registry.generalist)
 
 
 def with_examples(registry: Registry, examples: Sequence[LabelledQuestion]) -> Registry:
@@ -206,9 +384,11 @@ def _cap(examples: list[LabelledQuestion], limit: int | None) -> list[LabelledQu
 
 
 def write_fitted_registry(source: Path, target: Path, result: FitResult) -> Path:
-    """Write the fitted registry: `target` is `source` with its `threshold` and
-    `routing_examples` set (the rest of the file, comments included, unchanged), and the
-    examples go to `<target stem>.routing.jsonl` beside it. Returns the examples file."""
+    """Write the fitted registry: `target` is `source` with its `threshold`,
+    `routing_examples` and `routing_head` lines set (the rest of the file, comments included,
+    unchanged); the examples go to `<target stem>.routing.jsonl` and the head, when one was
+    kept, to `<target stem>.head.npz` beside it (else a `routing_head` line is removed: it
+    would name a head fitted on other examples). Returns the examples file."""
     examples_file = target.with_name(f"{target.stem}.routing.jsonl")
     target.parent.mkdir(parents=True, exist_ok=True)
     examples_file.write_text(
@@ -223,8 +403,22 @@ def write_fitted_registry(source: Path, target: Path, result: FitResult) -> Path
     threshold = f"{result.registry.threshold:.2f}"
     text = _set_top_level(text, "threshold", threshold, toml=toml)
     text = _set_top_level(text, "routing_examples", json.dumps(examples_file.name), toml=toml)
+    if result.head is not None:
+        head_path = head_file(target)
+        result.head.save(head_path)
+        text = _set_top_level(text, "routing_head", json.dumps(head_path.name), toml=toml)
+    else:
+        text = re.sub(r"^routing_head\s*[:=].*\n?", "", text, flags=re.MULTILINE)
     target.write_text(text, encoding="utf-8")
     return examples_file
+
+
+def set_registry_line(path: Path, key: str, value: str) -> None:
+    """Set a top-level `key` of a registry file to `value` (already in the file's syntax),
+    leaving the rest of the file as it is."""
+    text = path.read_text(encoding="utf-8")
+    toml = path.suffix.lower() == ".toml"
+    path.write_text(_set_top_level(text, key, value, toml=toml), encoding="utf-8")
 
 
 def _set_top_level(text: str, key: str, value: str, *, toml: bool) -> str:

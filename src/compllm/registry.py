@@ -162,6 +162,18 @@ class Registry(BaseModel):
         description="JSONL file of more example questions ({'expert', 'text'} per line), "
         "relative to the registry file; written by `compllm fit`.",
     )
+    routing_head: str | None = Field(
+        default=None,
+        description="File of the learned router (`compllm.routing_head`), relative to the "
+        "registry file; written by `compllm fit`. Once loaded, the absolute path (None when "
+        "the file's routing examples are not read).",
+    )
+    competence: str | None = Field(
+        default=None,
+        description="File of measured competence per expert and topic "
+        "(`compllm.competence`), relative to the registry file; written by "
+        "`compllm fit --profile`. Once loaded, the absolute path (None as above).",
+    )
     source: str = Field(default="<memory>", exclude=True)
 
     @model_validator(mode="after")
@@ -244,6 +256,7 @@ def parse_registry(
         )
     if base is not None and isinstance(data.get("routing_examples"), str):
         data = _with_routing_examples(data, base / data["routing_examples"], source)
+    data = _with_router_files(data, base)
     data = _with_python_models(data, source, allow=allow_python)
     try:
         return Registry.model_validate({**data, "source": source})
@@ -290,6 +303,18 @@ def _with_routing_examples(data: dict[str, Any], path: Path, source: str) -> dic
             entry = {**entry, "examples": [*(entry.get("examples") or []), *extra]}
         merged.append(entry)
     return {**data, "experts": merged}
+
+
+def _with_router_files(data: dict[str, Any], base: Path | None) -> dict[str, Any]:
+    """The registry data with its router files as absolute paths. Without `base` (the
+    routing examples are not read, e.g. to fit new ones) they are left out: the learned
+    router was fitted on those examples, and neither file can be found."""
+    resolved = dict(data)
+    for key in ("routing_head", "competence"):
+        value = data.get(key)
+        if isinstance(value, str):
+            resolved[key] = str((base / value).resolve()) if base is not None else None
+    return resolved
 
 
 _PYTHON_PREFIX = "python:"
