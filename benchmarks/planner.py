@@ -169,6 +169,12 @@ def plot(rows: list[dict[str, Any]], sets: list[str], out_dir: Path) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--heldout", type=int, default=500, help="generated held-out queries")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=11,
+        help="held-out sample (11: a sample not looked at while developing the planner)",
+    )
     parser.add_argument("--llm-sample", type=int, default=30, help="queries per set for LLMs")
     parser.add_argument("--skip-llm", action="store_true", help="leave the LLM planner out")
     parser.add_argument("--planner", action="append", default=[], help="another planner ref")
@@ -176,7 +182,7 @@ def main() -> None:
     args = parser.parse_args()
 
     sets = {
-        "held-out": generate(args.heldout, "heldout", seed=1),
+        "held-out": generate(args.heldout, "heldout", seed=args.seed),
         "hand-written dev": read_examples(EVAL / "handwritten_dev.jsonl"),
         "hand-written test": read_examples(EVAL / "handwritten_test.jsonl"),
     }
@@ -238,6 +244,7 @@ def main() -> None:
         "planner",
         {
             "sets": {name: len(examples) for name, examples in sets.items()},
+            "heldout_seed": args.seed,
             "llm_sample": args.llm_sample,
             "experts": experts,
             "rows": rows,

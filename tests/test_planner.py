@@ -239,3 +239,14 @@ def test_a_crashing_llm_is_not_asked_twice():
     _, path, attempts = plan(ScriptedChatModel(respond=boom))
     assert (path, len(calls)) == ("rules", 1)
     assert [a.source for a in attempts] == ["llm", "rules"]
+
+
+def test_the_schema_pattern_has_no_escapes_so_every_grammar_engine_reads_it():
+    query = "What is the derivative of x^3 + 2x in calculus? Is an e-mail binding?"
+    pattern = llm_plan_schema(query, 4)["properties"]["subqueries"]["items"]["properties"][
+        "question"
+    ]["pattern"]
+    assert "\\" not in pattern  # llama.cpp's grammar rejects "\." and "\^"
+    assert re.match(pattern, "What is the derivative of x^3 + 2x in calculus?")
+    assert re.match(pattern, "Is an e-mail binding?")
+    assert not re.match(pattern, "What is the integral of x^3?")

@@ -74,12 +74,14 @@ def llm_plan_schema(query: str, max_subqueries: int, parts: int | None = None) -
     query's explicit parts.
     """
     least = parts if parts is not None else len(explicit_parts(query))
-    words = {w.strip(_END_PUNCTUATION) for w in query.replace('"', " ").replace("\\", " ").split()}
+    text = re.sub(r"[\"\\\[\]]", " ", query)  # characters no grammar takes in a word
+    words = {w.strip(_END_PUNCTUATION) for w in text.split()}
     words |= set(_REFERENCE_WORDS) | {f"q{i}" for i in range(1, max_subqueries + 1)}
     words |= {w[:1].upper() + w[1:] for w in words}
     words.discard("")
-    word = "(?:" + "|".join(re.escape(w) for w in sorted(words, key=lambda w: (-len(w), w))) + ")"
-    punctuation = "[" + re.escape(_END_PUNCTUATION) + "]"
+    word = "(" + "|".join(_literal(w) for w in sorted(words, key=lambda w: (-len(w), w))) + ")"
+    # No escapes inside the class: none is needed there, and llama.cpp's grammar rejects them.
+    punctuation = "[" + _END_PUNCTUATION + "]"
     ids = [f"q{i}" for i in range(1, max_subqueries + 1)]
     subquery = {
         "type": "object",
@@ -88,7 +90,7 @@ def llm_plan_schema(query: str, max_subqueries: int, parts: int | None = None) -
             "question": {
                 "type": "string",
                 # Words separated by single spaces, each optionally followed by punctuation.
-                "pattern": f"^{word}{punctuation}?(?: {word}{punctuation}?)*$",
+                "pattern": f"^{word}{punctuation}?( {word}{punctuation}?)*$",
             },
             "depends_on": {
                 "type": "array",
@@ -113,6 +115,13 @@ def llm_plan_schema(query: str, max_subqueries: int, parts: int | None = None) -
         "required": ["subqueries"],
         "additionalProperties": False,
     }
+
+
+def _literal(word: str) -> str:
+    """`word` as a regular expression that xgrammar, llama.cpp and Python all read the same
+    way: special characters as one-character classes ("[.]"), never as escapes ("\\."),
+    which llama.cpp's grammar rejects ("^" has no class of its own: "[$^]" is the nearest)."""
+    return "".join("[$^]" if c == "^" else f"[{c}]" if c in ".*+?$|(){}" else c for c in word)
 
 
 def planner_token_budget(query: str, limit: int) -> int:
@@ -238,8 +247,8 @@ def _ask_llm(
     """The LLM's plan when it passes the checks (first try or the retry), else None.
 
     The retry is not the first try again: it shows the rejected plan with the error (and the
-    learned parts, when known) and samples instead of decoding greedily; a plan cut off at
-    the token budget gets the whole budget. A model that crashed is not asked again."""
+    learned parts, when known) and samples instead of decoding greedily. A model that crashed
+    is not asked again."""
     messages: list[BaseMessage] = [
         SystemMessage(render_prompt("planner.system", max_subqueries=max_subqueries)),
         HumanMessage(render_prompt("planner.user", query=query)),
@@ -267,8 +276,6 @@ def _ask_llm(
             )
             messages = [*messages[:2], AIMessage(output), HumanMessage(retry_prompt)]
             settings = {**settings, "temperature": 0.7, "top_p": 0.95}
-            if "incomplete" in str(exc):
-                budget = max_new_tokens
             continue
         attempts.append(PlannerAttempt(source=source, output=output))
         return plan, source
