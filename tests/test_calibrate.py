@@ -1,5 +1,6 @@
-"""Router calibration: fitted examples and threshold, the report on held-out questions, and
-the fitted registry written back (comments kept, examples in a file beside it)."""
+"""Router calibration: fitted examples, thresholds and learned head, the report on held-out
+questions (nothing is chosen on them), and the fitted registry written back (comments kept,
+examples and head in files beside it)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,13 @@ import io
 
 import pytest
 
-from compllm.calibrate import LabelledQuestion, fit_router, routing_report, write_fitted_registry
+from compllm.calibrate import (
+    LabelledQuestion,
+    fit_router,
+    routing_report,
+    split_by_hash,
+    write_fitted_registry,
+)
 from compllm.cli import main
 from compllm.errors import RegistryError
 from compllm.registry import load_registry
@@ -135,3 +142,51 @@ def test_cli_fit_reports_and_writes_the_registry(tmp_path):
     assert code == 0, printed
     assert "48 labelled questions" in printed and "routing accuracy" in printed
     assert "wrote" in printed and (tmp_path / "f.routing.jsonl").is_file()
+
+
+def test_thresholds_are_chosen_without_looking_at_the_held_out_part():
+    questions = labelled()
+    first = fit_router(make_test_registry(), KeywordEmbeddings(), questions, seed=1)
+    # Relabel every held-out question: the report changes, what was fitted does not.
+    _, held_out = split_by_hash(questions, lambda q: q.text, holdout=0.5, seed=1)
+    moved = {q.text for q in held_out}
+    relabelled = [
+        LabelledQuestion(q.text, "law" if q.expert != "law" else "math") if q.text in moved else q
+        for q in questions
+    ]
+    second = fit_router(make_test_registry(), KeywordEmbeddings(), relabelled, seed=1, refit=False)
+    again = fit_router(make_test_registry(), KeywordEmbeddings(), questions, seed=1, refit=False)
+    assert second.registry.threshold == again.registry.threshold == first.registry.threshold
+    assert second.threshold_curve == again.threshold_curve
+    assert second.held_out.accuracy < again.held_out.accuracy
+    assert second.learned is not None and again.learned is not None
+    assert second.learned.accuracy < again.learned.accuracy
+
+
+def test_the_fit_measures_both_routers_and_writes_the_head_it_keeps(tmp_path):
+    source = tmp_path / "experts.yaml"
+    source.write_text(TEST_REGISTRY_YAML)
+    result = fit_router(make_test_registry(), KeywordEmbeddings(), labelled(), seed=1)
+    assert result.similarity is not None and result.learned is not None
+    assert result.head is not None  # it routed at least as well as similarity
+    assert result.learned.accuracy >= result.similarity.accuracy
+    assert result.held_out == result.learned
+    target = tmp_path / "fitted" / "experts.yaml"
+    write_fitted_registry(source, target, result)
+    assert 'routing_head: "experts.head.npz"' in target.read_text()
+    router = ExpertRouter(load_registry(target), KeywordEmbeddings())
+    assert router.method == "learned"
+    assert router.head() is not None
+    assert router.route(["question on the tort and the plaintiff"])[0].expert == "law"
+
+
+def test_a_fit_without_a_head_removes_the_line_naming_an_old_one(tmp_path):
+    source = tmp_path / "experts.yaml"
+    source.write_text(TEST_REGISTRY_YAML + 'routing_head: "experts.head.npz"\n')
+    result = fit_router(make_test_registry(), KeywordEmbeddings(), labelled(), learned=False)
+    assert result.head is None and result.learned is None
+    target = tmp_path / "out.yaml"
+    write_fitted_registry(source, target, result)
+    assert "routing_head" not in target.read_text()
+    assert not (tmp_path / "out.head.npz").exists()
+    assert ExpertRouter(load_registry(target), KeywordEmbeddings()).method == "similarity"

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -53,6 +54,7 @@ T = TypeVar("T")
 
 THRESHOLD_GRID = tuple(round(0.01 * step, 2) for step in range(61))
 FOLDS = 5  # cross-validation inside the fit part, for thresholds
+_CHUNK = 512  # texts per embedding call while reporting progress
 
 
 @dataclass(frozen=True)
@@ -178,6 +180,19 @@ class CachedEmbeddings(Embeddings):
     def embed_query(self, text: str) -> list[float]:
         return self.embed_documents([text])[0]
 
+    def prefetch(self, texts: Sequence[str], say: Callable[[str], None] | None) -> None:
+        """Embed the texts not seen yet, a chunk at a time, saying how far it got."""
+        missing = list(dict.fromkeys(t for t in texts if t not in self.memo))
+        if not missing:
+            return
+        started = time.perf_counter()
+        for start in range(0, len(missing), _CHUNK):
+            self.embed_documents(missing[start : start + _CHUNK])
+            if say is not None:
+                done = min(start + _CHUNK, len(missing))
+                elapsed = time.perf_counter() - started
+                say(f"embedded {done:,}/{len(missing):,} texts ({elapsed:.0f} s)")
+
 
 @dataclass(frozen=True)
 class FitResult:
@@ -201,9 +216,11 @@ def fit_router(
     refit: bool = True,
     learned: bool = True,
     embedding_model: str | None = None,
+    on_progress: Callable[[str], None] | None = None,
 ) -> FitResult:
     """Fit routing examples, the threshold and the head on labelled questions (see the
-    module doc). `learned` False fits similarity routing only."""
+    module doc). `learned` False fits similarity routing only; `on_progress` receives
+    one-line progress messages (embedding thousands of questions takes minutes on a CPU)."""
     unknown = sorted({q.expert for q in questions} - set(registry.names))
     if unknown:
         raise RegistryError(f"labelled experts not in {registry.source}: {', '.join(unknown)}")
@@ -217,6 +234,9 @@ def fit_router(
     )
     vectors = _Vectors(cached)
     examples = _cap(fit_part, max_examples_per_expert)
+    profiles = [t for e in registry.experts for t in e.profile_texts]
+    variants = [v for q in questions for v in q.variants] if learned else []
+    cached.prefetch([*profiles, *(q.text for q in questions), *variants], on_progress)
 
     curve = _threshold_curve(registry, examples, vectors, seed=seed)
     best = max(curve, key=lambda t: (curve[t], -t))  # ties: the lowest threshold

@@ -72,13 +72,15 @@ class ExpertRouter:
         learned: bool = True,
         competence: bool = True,
         head: RoutingHead | None = None,
+        competence_profile: CompetenceProfile | None = None,
     ) -> None:
         """embedding_model: the id of `embeddings`; when given, profile vectors are cached
         on disk under the model id and the registry's fingerprint. on_progress: receives
         one-line progress messages while many profile texts are embedded. learned /
         competence: use the registry's learned head / competence profile when it has one
         (False: similarity routing / no competence step). head: a head to use instead of the
-        registry's, unchecked (`compllm fit` measures the one it is fitting)."""
+        registry's, unchecked (`compllm fit` measures the one it is fitting).
+        competence_profile: a profile to use instead of the registry's."""
         self.registry = registry
         self.embeddings = embeddings
         self.top_k = top_k
@@ -91,6 +93,7 @@ class ExpertRouter:
         self._head_checked = head is not None
         self._topics: tuple[CompetenceProfile, np.ndarray, list[str]] | None = None
         self._topics_checked = False
+        self._given_profile = competence_profile
         self._lock = threading.Lock()
 
     @property
@@ -151,7 +154,8 @@ class ExpertRouter:
             if not self._topics_checked:
                 self._topics_checked = True
                 path = self.registry.competence if self.competence else None
-                if path is not None:
+                profile = self._given_profile if self.competence else None
+                if profile is None and path is not None:
                     from compllm.competence import CompetenceProfile
 
                     try:
@@ -164,6 +168,7 @@ class ExpertRouter:
                             exc,
                         )
                         return None
+                if profile is not None:
                     texts = [t for texts in profile.topic_texts.values() for t in texts]
                     topics = [topic for topic, texts in profile.topic_texts.items() for _ in texts]
                     if texts:

@@ -21,9 +21,10 @@ from compllm.bench.stats import bootstrap_interval, mcnemar
 from compllm.bench.suite import CompositeItem
 from compllm.bench.systems import SYSTEMS, PartOutcome, SystemRun, is_local_model
 
-__all__ = ["BY_CONSTRUCTION", "percentile", "summarize"]
+__all__ = ["BY_CONSTRUCTION", "gold_expert", "percentile", "summarize"]
 
 BY_CONSTRUCTION = "by construction"
+CALCULATOR = "calculator"  # the built-in calculator expert's name in the shipped registry
 _SCORED_ON = {
     "final answer": "what the user reads, cut into parts the same way for every system",
     "per-part answers": "the expert's answer to the one sub-query that asks the part",
@@ -197,22 +198,40 @@ def _system_figures(
             if oracle
             else _intervals({"all": [_found(by_item[i.id], len(i.parts)) for i in ran]})["all"]
         )
-        figures["routing_accuracy"] = (
+        routing = {
+            kind: [
+                [
+                    float(p.routed_to == gold_expert(p, by_item[i.id]))
+                    for p in by_item[i.id].parts
+                    if p.routed_to and kind in ("all", p.kind)
+                ]
+                for i in ran
+            ]
+            for kind in ("all", "choice", "number")
+        }
+        intervals = _intervals(routing)
+        figures["routing_accuracy"] = BY_CONSTRUCTION if oracle else intervals["all"]
+        # Arithmetic apart: its gold expert is the calculator when the registry has one.
+        figures["routing_accuracy_by_kind"] = (
             BY_CONSTRUCTION
             if oracle
-            else _intervals(
-                {
-                    "all": [
-                        [float(p.routed_to == p.domain) for p in by_item[i.id].parts if p.routed_to]
-                        for i in ran
-                    ]
-                }
-            )["all"]
+            else {"choice": intervals["choice"], "number": intervals["number"]}
         )
         figures["routed_parts"] = len(routed)
         figures["mean_plan_size"] = sum(r.plan_size for r in mine) / len(mine) if mine else 0
         figures["aggregation"] = dict(Counter(r.aggregation for r in mine if r.aggregation))
     return figures
+
+
+def gold_expert(part: PartOutcome, run: SystemRun) -> str:
+    """The expert that should answer `part`: its domain, except that arithmetic goes to the
+    calculator when the registry the run used has one (its routes score every expert)."""
+    plan = run.plan
+    if part.kind == "number" and plan is not None:
+        names = {name for sub in plan.subqueries for name in (*sub.scores, sub.expert)}
+        if CALCULATOR in names:
+            return CALCULATOR
+    return part.domain
 
 
 def _found(run: SystemRun, parts: int) -> list[float]:

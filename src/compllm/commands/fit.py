@@ -108,6 +108,7 @@ def run(args: argparse.Namespace, out: TextIO, provider: ModelProvider) -> int:
         max_examples_per_expert=args.max_examples,
         learned=not args.similarity_only,
         embedding_model=args.embedding_model,
+        on_progress=lambda message: print(message, file=out, flush=True),
     )
     _print_reports(result, out)
     target = Path(args.out)
