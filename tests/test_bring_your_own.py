@@ -418,3 +418,59 @@ def test_build_graph_takes_experts_and_returns_a_compiled_graph_and_a_builder():
         {"query": "Anything?"}, context=Context(planner_mode="rules", embedding_model="words")
     )
     assert out["final_answer"] == "yes"
+
+
+# -- planners of every kind --------------------------------------------------------------
+
+TWO_QUESTIONS = "Where is Paris? What do cells have?"
+PLAN_JSON = (
+    '{"subqueries": [{"id": "q1", "question": "Where is Paris?", "depends_on": []}, '
+    '{"id": "q2", "question": "What do cells have?", "depends_on": []}]}'
+)
+
+
+def planned_by(planner: Any) -> Any:
+    app = app_with(
+        Expert(name="geo", description="geography Paris", model=lambda question: "France."),
+        Expert(name="bio", description="biology cells", model=lambda question: "Membranes."),
+        planner=planner,
+    )
+    return app.invoke(TWO_QUESTIONS, planner_mode="llm")
+
+
+def test_chat_openai_plans_through_its_structured_output(openai_server):
+    openai_server.respond = lambda request: Reply(PLAN_JSON)
+    result = planned_by(chat_openai(openai_server))
+    assert result.planner_path == "llm"
+    assert [s.question for s in result.plan.subqueries] == [
+        "Where is Paris?",
+        "What do cells have?",
+    ]
+    (request,) = openai_server.requests
+    assert request["response_format"]["type"] == "json_schema"
+    assert "json_schema" not in request and "max_new_tokens" not in request
+
+
+def test_a_runnable_or_a_function_can_plan():
+    def planner(query: str, messages: list[Any]) -> Plan:
+        return Plan.build(
+            [
+                SubQuery(id="q1", question="Where is Paris?"),
+                SubQuery(id="q2", question="What do cells have?"),
+            ]
+        )
+
+    for given in (RunnableLambda(lambda inputs: planner(**inputs)), planner):
+        result = planned_by(given)
+        assert (result.planner_path, len(result.plan)) == ("llm", 2)
+
+
+def test_a_planner_that_fails_is_recorded_and_the_rules_plan(openai_server):
+    openai_server.respond = lambda request: Reply("", status=500)
+    app = app_with(
+        Expert(name="geo", description="geography Paris", model=lambda question: "France."),
+        planner=chat_openai(openai_server),
+    )
+    result = app.invoke(TWO_QUESTIONS, planner_mode="auto")
+    assert result.planner_path == "rules"
+    assert "500" in (result.planner_attempts[0].error or "")

@@ -21,18 +21,21 @@ import json
 import re
 import threading
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.runnables import RunnableConfig
 from pydantic import ValidationError
 
 from compllm.decompose import asks, decompose, explicit_parts
 from compllm.errors import CompLLMError, ConfigError
 from compllm.models import EMBEDDED_PLANNER, ModelHub, cache_dir, is_learned_planner
 from compllm.plan import Plan, PlanError, PlannerPath, SubQuery
+from compllm.plan_stream import SubQueryStream
+from compllm.planner_llm import PlannerLLM
 from compllm.planning.acceptance import LLMAcceptance
 from compllm.planning.segments import build_plan
 from compllm.prompts import render_prompt
@@ -177,12 +180,13 @@ def parse_plan(
 
 def plan_query(
     query: str,
-    llm: BaseChatModel | None,
+    llm: BaseChatModel | PlannerLLM | None,
     *,
     max_subqueries: int,
     max_new_tokens: int,
     allow_fallback: bool = True,
     learned: LearnedPlanner | None = None,
+    on_subquery: Callable[[dict[str, Any]], None] | None = None,
 ) -> tuple[Plan, PlannerPath, list[PlannerAttempt]]:
     """Plan `query` with the planners given.
 
@@ -193,6 +197,11 @@ def plan_query(
       rejected LLM plan falls back to the learned plan at once; without it (llm mode) the
       LLM is retried once, shown the learned parts, and a second rejection raises
       `PlanError`.
+
+    `llm` is a chat model that takes compllm's call keywords (a model the hub loaded), or a
+    `PlannerLLM` for any other kind. With `on_subquery`, the LLM's first plan is streamed and
+    each sub-query object is handed over as soon as it is written (the plan that counts is
+    still the one returned, after every check).
     """
     attempts: list[PlannerAttempt] = []
     fallback: Plan | None = None
@@ -214,9 +223,11 @@ def plan_query(
             fallback = plan
             parts = [query[p.start : p.end] for p in analysis.parts]
     if llm is not None:
+        caller = llm if isinstance(llm, PlannerLLM) else PlannerLLM(llm, native=True)
         result = _ask_llm(
             query,
-            llm,
+            caller,
+            on_subquery=on_subquery,
             parts=parts,
             max_subqueries=max_subqueries,
             max_new_tokens=max_new_tokens,
@@ -236,8 +247,9 @@ def plan_query(
 
 def _ask_llm(
     query: str,
-    llm: BaseChatModel,
+    llm: PlannerLLM,
     *,
+    on_subquery: Callable[[dict[str, Any]], None] | None,
     parts: list[str] | None,
     max_subqueries: int,
     max_new_tokens: int,
@@ -258,10 +270,17 @@ def _ask_llm(
     settings: dict[str, Any] = {"repetition_penalty": 1.0}  # JSON repeats its own structure
     sources: tuple[PlannerPath, ...] = ("llm", "llm-retry") if retry else ("llm",)
     for source in sources:
+        # Only the first try streams: what it hands over early is what the executor starts.
+        stream = SubQueryStream() if on_subquery is not None and source == "llm" else None
         try:
-            output = llm.invoke(
-                messages, json_schema=schema, max_new_tokens=budget, **settings
-            ).text
+            output = llm.ask(
+                messages,
+                query=query,
+                schema=schema,
+                max_new_tokens=budget,
+                settings=settings,
+                on_text=_handing_over(stream, on_subquery) if stream and llm.streams else None,
+            )
         except CompLLMError:
             raise  # configuration errors (a model that cannot load) must surface
         except Exception as exc:  # a model that crashes counts as a failed attempt
@@ -280,6 +299,17 @@ def _ask_llm(
         attempts.append(PlannerAttempt(source=source, output=output))
         return plan, source
     return None
+
+
+def _handing_over(
+    stream: SubQueryStream, on_subquery: Callable[[dict[str, Any]], None] | None
+) -> Callable[[str], None]:
+    def on_text(text: str) -> None:
+        for item in stream.feed(text):
+            if on_subquery is not None:
+                on_subquery(item)
+
+    return on_text
 
 
 # A plan of DEFAULT_MAX_SUBQUERIES sub-queries is a few kilobytes; these bound the work spent
@@ -401,13 +431,21 @@ def _one_line(exc: BaseException) -> str:
 
 
 def plan_run(
-    query: str, context: Context, services: Services
+    query: str,
+    context: Context,
+    services: Services,
+    *,
+    config: RunnableConfig | None = None,
+    on_subquery: Callable[[dict[str, Any]], None] | None = None,
 ) -> tuple[Plan, PlannerPath, list[PlannerAttempt]]:
     """Plan with what the run's context asks for (see the module docstring): the planner
-    node's whole decision. A chat model given as the graph's `planner` is an LLM planner."""
+    node's whole decision. An object given as the graph's `planner` (a chat model, a
+    Runnable, a function) is an LLM planner; a string names a model like `planner_model`.
+    `config` goes with every model call; `on_subquery` streams an LLM's plan (see
+    `plan_query`)."""
 
     def planned(
-        llm: BaseChatModel | None, learned: LearnedPlanner | None = None, fallback: bool = True
+        llm: PlannerLLM | None, learned: LearnedPlanner | None = None, fallback: bool = True
     ) -> tuple[Plan, PlannerPath, list[PlannerAttempt]]:
         return plan_query(
             query,
@@ -416,10 +454,13 @@ def plan_run(
             max_new_tokens=context.planner_max_new_tokens,
             allow_fallback=fallback,
             learned=learned,
+            on_subquery=on_subquery,
         )
 
     mode, model = context.planner_mode, context.planner_model
-    given = services.planner if isinstance(services.planner, BaseChatModel) else None
+    given = services.planner
+    if isinstance(given, str):
+        model, given = given, None
     if given is not None:
         model = f"object:{type(given).__name__}:{getattr(given, 'model_name', '')}"
     if mode == "rules":
@@ -455,7 +496,7 @@ def plan_run(
             error=f"not asked: {accepted} of its {tried} plans so far passed the checks",
         )
         return plan, path, [skipped, *attempts]
-    with _lease(services, model, given) as llm:
+    with _caller(services, model, given, config) as llm:
         plan, path, attempts = planned(llm, learned, fallback=mode != "llm")
     if any(a.source in ("llm", "llm-retry") for a in attempts):
         record.record(model, accepted=path in ("llm", "llm-retry"))
@@ -463,12 +504,16 @@ def plan_run(
 
 
 @contextmanager
-def _lease(services: Services, model: str, given: BaseChatModel | None) -> Iterator[BaseChatModel]:
+def _caller(
+    services: Services, model: str, given: Any, config: RunnableConfig | None
+) -> Iterator[PlannerLLM]:
+    """The planner to ask: an object the graph was given, or the model the reference names
+    (loaded and pinned by the pool for the call)."""
     if given is not None:
-        yield given
+        yield PlannerLLM(given, native=False, config=config)
         return
     with services.pool.lease(model) as llm:
-        yield llm
+        yield PlannerLLM(llm, native=True, config=config)
 
 
 def _learned(services: Services, model: str) -> LearnedPlanner:

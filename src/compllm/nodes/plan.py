@@ -7,6 +7,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from langgraph.config import get_config
 from langgraph.runtime import Runtime
 from pydantic import ValidationError
 
@@ -65,7 +66,7 @@ def make_plan_node(services: Services) -> NodeFunction[State]:
                 "timings": {"plan": 0.0},
                 **run,
             }
-        result, path, attempts = plan_run(state["query"], context, services)
+        result, path, attempts = plan_run(state["query"], context, services, config=get_config())
         return {
             "plan": plan_data(result),
             "planner_path": path,
