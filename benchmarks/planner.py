@@ -3,18 +3,26 @@ learned planner (and any planner you name), on phrasing and topics the learned p
 saw in training, and on two sets of hand-written queries.
 
     .venv/bin/python benchmarks/planner.py [--heldout 500] [--llm-sample 30] [--skip-llm]
-        [--planner REF ...]
+        [--planner REF ...] [--llm-only | --llm-rows FILE]
 
 Sets: `held-out` (generated with held-out phrasing families, referring words and topics;
-`compllm.planning.corpus`), `hand-written dev` (60) and `hand-written test` (130,
-benchmarks/planner_eval/, written independently of the generator; the learned planner was
-never tuned on the test set). Per set and planner: right number of parts, exactly right
+`compllm.planning.corpus`), and three hand-written sets in benchmarks/planner_eval/:
+`hand-written dev` (60, written with the generator's first version; looked at while
+developing), `hand-written dev 2` (150, written later by someone who had seen neither the
+generator nor the other sets; its failures were studied before the last training run) and
+`hand-written test` (130, written independently of the generator; run only as a whole, never
+looked at query by query nor tuned on). Per set and planner: right number of parts, exactly right
 dependency edges, right expert for every part (the plan routed by the default registry and
 router), fully right plans (all three), queries where a question was dropped or merged, and
 planning time per query (p50/p95). Rates come with Wilson 95% intervals. LLM planners take
 5-15 s a plan on a CPU, so they run on a fixed random sample (`--llm-sample` per set, seed 0);
 the others run on every query. An LLM plan that fails the planner's checks twice counts as no
 plan (wrong on every measure), as in `planner_mode="llm"`.
+
+The LLM rows do not depend on the learned planner, and they take most of the run's time:
+`--llm-only` measures only the LLM planners and writes `planner-llm.json`; `--llm-rows FILE`
+then takes those rows from it (same sets, sizes, held-out seed and sample, else it stops)
+instead of measuring them again, and says so in the results.
 
 Also measured: routing of dependent parts ("When was he born?") by their own words vs with
 their parents' questions (`compllm.router.routing_texts`), on the gold plans of the
@@ -179,27 +187,33 @@ def main() -> None:
     parser.add_argument("--skip-llm", action="store_true", help="leave the LLM planner out")
     parser.add_argument("--planner", action="append", default=[], help="another planner ref")
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
+    parser.add_argument("--llm-only", action="store_true", help="measure only LLM planners")
+    parser.add_argument("--llm-rows", type=Path, help="LLM rows from an --llm-only run")
     args = parser.parse_args()
 
     sets = {
         "held-out": generate(args.heldout, "heldout", seed=args.seed),
         "hand-written dev": read_examples(EVAL / "handwritten_dev.jsonl"),
-        "hand-written test": read_examples(EVAL / "handwritten_test.jsonl"),
     }
+    if (EVAL / "handwritten_dev2.jsonl").is_file():
+        sets["hand-written dev 2"] = read_examples(EVAL / "handwritten_dev2.jsonl")
+    sets["hand-written test"] = read_examples(EVAL / "handwritten_test.jsonl")
     hub = ModelHub(on_event=lambda message: print(f"· {message}"))
     router = ExpertRouter(
         default_registry(), hub.embeddings(EMBEDDED_EMBEDDINGS), embedding_model=EMBEDDED_EMBEDDINGS
     )
-    planners: list[tuple[str, Planner, bool]] = [
-        ("rules", lambda q: decompose(q), False),
-        ("learned (shipped)", learned_planner(hub, EMBEDDED_PLANNER), False),
-    ]
-    if not args.skip_llm:
+    planners: list[tuple[str, Planner, bool]] = []
+    if not args.llm_only:
+        planners.append(("rules", lambda q: decompose(q), False))
+        planners.append(("learned (shipped)", learned_planner(hub, EMBEDDED_PLANNER), False))
+    earlier = _earlier_llm_rows(args.llm_rows, sets, args) if args.llm_rows else None
+    if not args.skip_llm and earlier is None:
         planners.append(("smollm2-135m (llm mode)", llm_planner(hub, EMBEDDED_CHAT_MODEL), True))
     for ref in args.planner:
         if is_learned_planner(ref):
-            planners.append((ref, learned_planner(hub, ref), False))
-        else:
+            if not args.llm_only:
+                planners.append((ref, learned_planner(hub, ref), False))
+        elif earlier is None:
             planners.append((ref, llm_planner(hub, ref), True))
     for _, planner, _ in planners:  # load and warm every planner outside the timings
         planner("What is 2 + 2?")
@@ -211,7 +225,10 @@ def main() -> None:
         for name, planner, slow in planners:
             row = measure(name, planner, sample if slow else examples, router)
             rows.append({"set": set_name, "sample": slow, **row})
-        if any(slow for _, _, slow in planners):  # the fast ones on the LLMs' sample too
+        if earlier is not None:
+            rows += [r for r in earlier["rows"] if r["set"] == set_name]
+        if earlier is not None or any(slow for _, _, slow in planners):
+            # the fast ones on the LLMs' sample too
             for name, planner, slow in planners:
                 if not slow:
                     row = measure(f"{name} (LLM sample)", planner, sample, router)
@@ -233,26 +250,51 @@ def main() -> None:
         for r in rows
     ]
     print_table(flat, columns)
-    handwritten = [*sets["hand-written dev"], *sets["hand-written test"]]
+    handwritten = [e for name, items in sets.items() if name != "held-out" for e in items]
     routing = dependent_routing(handwritten, router)
     print(
         f"routing of {routing['dependent_parts']} dependent hand-written parts: own words "
         f"{routing['own_words']['rate']:.3f}, with parents {routing['with_parents']['rate']:.3f}"
     )
     experts = ", ".join(e.name for e in router.registry.experts)
-    write_json(
-        "planner",
-        {
-            "sets": {name: len(examples) for name, examples in sets.items()},
-            "heldout_seed": args.seed,
-            "llm_sample": args.llm_sample,
-            "experts": experts,
-            "rows": rows,
-            "dependent_routing": routing,
-        },
-        args.out_dir,
-    )
+    results: dict[str, Any] = {
+        "sets": {name: len(examples) for name, examples in sets.items()},
+        "heldout_seed": args.seed,
+        "llm_sample": args.llm_sample,
+        "experts": experts,
+        "rows": rows,
+        "dependent_routing": routing,
+    }
+    if earlier is not None:
+        results["llm_rows_from"] = {
+            "file": args.llm_rows.name,
+            "measured": earlier.get("measured", ""),
+            "note": "LLM rows measured in an earlier --llm-only run on the same sample",
+        }
+    if args.llm_only:
+        results["measured"] = time.strftime("%Y-%m-%d %H:%M")
+        write_json("planner-llm", results, args.out_dir)
+        return
+    write_json("planner", results, args.out_dir)
     plot(rows, list(sets), args.out_dir)
+
+
+def _earlier_llm_rows(
+    path: Path, sets: dict[str, list[Example]], args: argparse.Namespace
+) -> dict[str, Any]:
+    """The rows of an --llm-only run, if it measured the same sets and sample."""
+    import json
+
+    earlier: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    same = (
+        earlier.get("sets") == {name: len(items) for name, items in sets.items()}
+        and earlier.get("heldout_seed") == args.seed
+        and earlier.get("llm_sample") == args.llm_sample
+    )
+    if not same:
+        raise SystemExit(f"{path} measured other sets, seed or sample: run --llm-only again")
+    earlier["rows"] = [r for r in earlier["rows"] if r.get("sample")]
+    return earlier
 
 
 if __name__ == "__main__":

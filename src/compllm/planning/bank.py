@@ -28,6 +28,7 @@ __all__ = [
     "entity_slots",
     "load_bank",
     "number_reference",
+    "parse_follow_ups",
 ]
 
 Split = Literal["train", "heldout"]
@@ -108,6 +109,8 @@ def _follow(lines: str) -> tuple[FollowUp, ...]:
         )
     return tuple(items)
 
+
+parse_follow_ups = _follow
 
 # Slots: {he} {his} {him} for people, {it} {its} {there} for things and places, {that} for
 # a number. "@type expert" after a template: the answer's type and the expert (either may

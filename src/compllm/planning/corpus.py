@@ -28,6 +28,7 @@ from compllm.planning.bank import (
     entity_slots,
     load_bank,
     number_reference,
+    parse_follow_ups,
 )
 from compllm.planning.conversation import condition, frame, situation, word_problem
 from compllm.planning.examples import Example, GoldPart
@@ -38,6 +39,20 @@ from compllm.planning.phrasing import (
     Piece,
     lower_first,
     strip_end,
+)
+from compllm.planning.variety import (
+    DISTRACTORS,
+    EXTRA_JOINERS,
+    IF_SO,
+    NAMED_THINGS,
+    mmlu_asks,
+    mmlu_singles,
+    roughen,
+    separate_link,
+    with_options,
+)
+from compllm.planning.variety import (
+    statements as borrowed_statements,
 )
 
 __all__ = ["KINDS", "generate"]
@@ -89,6 +104,8 @@ class _Builder:
     def ask_draft(self, exclude: set[str]) -> Draft:
         if self.rng.random() < 0.15:
             return self.arithmetic()
+        if self.split == "train" and self.rng.random() < 0.3:
+            return self.other_ask(exclude)
         ask = self.ask(exclude=exclude)
         exclude.add(ask.question)
         return Draft(
@@ -99,6 +116,22 @@ class _Builder:
             value=ask.value,
             topic=ask.topic,
         )
+
+    def other_ask(self, exclude: set[str]) -> Draft:
+        """Training only: a question someone else wrote (MMLU), or one with "it", "that",
+        "then" or "result" in it that needs nothing before it."""
+        if self.rng.random() < 0.3:
+            question, expert = self.rng.choice(DISTRACTORS)
+            self.families.append("distractor-words")
+            self.used_topics.append("distractors")
+        else:
+            ask = self.rng.choice(mmlu_asks())
+            question, expert = ask.question, ask.expert
+            self.used_topics.append(ask.topic)
+        if question in exclude:
+            return self.arithmetic()
+        exclude.add(question)
+        return Draft(question, expert)
 
     def arithmetic(self) -> Draft:
         self.used_topics.append("arithmetic")
@@ -111,8 +144,12 @@ class _Builder:
         if value == "number":
             return self.arithmetic_follow(parent)
         options = FOLLOW_UPS.get(value, FOLLOW_UPS["thing"])
+        if self.split == "train":
+            options = options + MORE_FOLLOW_UPS.get(value, MORE_FOLLOW_UPS["thing"])
         follow = self.rng.choice(options)
         slots = entity_slots(value, noun or _noun(value), self.split, self.rng)
+        if self.split == "train" and self.rng.random() < 0.3:
+            slots = more_entity_slots(value, noun or _noun(value), self.rng)
         slots["that"] = self.rng.choice(_VALUE_REFERENCES.get(value, {}).get(self.split, ["that"]))
         reference = "person" if value == "person" else "thing"
         self.families.append(f"ref-{reference}-{self.split}")
@@ -125,7 +162,7 @@ class _Builder:
         as people do when the step does not follow the latest answer."""
         self.families.append(f"ref-number-{self.split}")
         pool = _ARITHMETIC_FOLLOW[self.split]
-        if self.split == "train" and not explicit and self.rng.random() < 0.2:
+        if self.split == "train" and not explicit and self.rng.random() < 0.25:
             pool = _ELLIPTICAL
         template = self.rng.choice(pool)
         reference = (
@@ -133,6 +170,8 @@ class _Builder:
             if explicit
             else number_reference(self.split, self.rng)
         )
+        if self.split == "train" and not explicit and self.rng.random() < 0.3:
+            reference = self.rng.choice(_MORE_NUMBER_REFERENCES)
         text = _numbers(template, self.rng).replace("{that}", reference)
         return Draft(_capitalise(text), _CALCULATOR, (parent,), value="number")
 
@@ -155,13 +194,30 @@ class _Builder:
 
     def independent(self, count: int) -> list[Draft]:
         exclude: set[str] = set()
+        if self.split == "train" and self.rng.random() < 0.08:  # sums that need nothing
+            self.families.append("arithmetic-set")
+            return [self.arithmetic() for _ in range(count)]
         drafts = [self.ask_draft(exclude) for _ in range(count)]
         if self.rng.random() < 0.15:  # one of them with an "If ..." or a frame
             index = self.rng.randrange(count)
             drafts[index] = _chatty(drafts[index], self)
         return drafts
 
+    def if_so(self) -> list[Draft]:
+        """Training only: 'Is X ...? If so, why?': the second needs the first's answer."""
+        self.families.append("shape-if-so")
+        for _ in range(50):
+            ask = self.ask()
+            if re.match(r"(Is|Are|Does|Do|Can|Should|Was|Were|Did|Could)\b", ask.question):
+                break
+        else:
+            return [self.arithmetic(), self.arithmetic_follow(0)]
+        follow = self.rng.choice(IF_SO)
+        return [Draft(ask.question, ask.expert), Draft(follow, ask.expert, (0,))]
+
     def dependent(self) -> list[Draft]:
+        if self.split == "train" and self.rng.random() < 0.06:
+            return self.if_so()
         shape = self.rng.choices(
             ["pair", "chain", "fan-out", "fan-in", "diamond", "arithmetic-chain"],
             weights=[0.3, 0.18, 0.12, 0.14, 0.08, 0.18],
@@ -213,6 +269,8 @@ class _Builder:
     def named_pronoun(self) -> list[Draft]:
         """'Who was Napoleon? When did he die?': the pronoun names the query's own subject."""
         self.families.append(f"named-pronoun-{self.split}")
+        if self.split == "train" and self.rng.random() < 0.35:
+            return self.named_thing()
         topic = self.rng.choice([t for t in self.topics if t.named])
         self.used_topics.append(topic.name)
         named = self.rng.choice(topic.named)
@@ -241,6 +299,22 @@ class _Builder:
         second = Draft(_capitalise(follow.template.format_map(slots)), named.expert)
         return [first, second]
 
+    def named_thing(self) -> list[Draft]:
+        """Training only: 'Who founded Amazon? Where is its headquarters?': "its" is the
+        named company, not the founder the first question asks for."""
+        name, kind, openers = self.rng.choice(NAMED_THINGS)
+        self.used_topics.append("named-things")
+        first = Draft(self.rng.choice(openers).format(n=name), "general")
+        options = [
+            f
+            for f in FOLLOW_UPS.get(kind, FOLLOW_UPS["thing"])
+            if "{he}" not in f.template and "{his}" not in f.template
+        ]
+        follow = self.rng.choice(options)
+        there = self.rng.choice(["there", f"in {name}"])
+        text = follow.template.format_map({"it": "it", "its": "its", "there": there, "that": "it"})
+        return [first, Draft(_capitalise(text), follow.expert or "general")]
+
     def mixed(self) -> list[Draft]:
         dependent = self.dependent()
         others = self.independent(self.rng.choice([1, 1, 2]))
@@ -255,7 +329,10 @@ class _Builder:
 
 
 _VALUE_REFERENCES = {
-    "year": {"train": ["that", "that year"], "heldout": ["the same year", "this year"]},
+    "year": {
+        "train": ["that", "that year", "that year", "the year from before", "the year above"],
+        "heldout": ["the same year", "this year"],
+    },
     "temperature": {
         "train": ["that", "that temperature", "it"],
         "heldout": ["this value", "the same temperature"],
@@ -346,6 +423,32 @@ _ELLIPTICAL = (
     "then add {n}",
     "Then double.",
     "then divide what's left by {n}",
+    "and add {n}",
+    "minus {n}?",
+    "times {n}?",
+    "then /{small}",
+    "+{n}",
+    "Square it.",
+    "Now round to one decimal place.",
+    "and what's {p}% of it?",
+    "Double it and add {n}.",
+)
+# Training only: more ways of pointing at the latest number.
+_MORE_NUMBER_REFERENCES = (
+    "that total",
+    "the outcome",
+    "the answer above",
+    "the result from step 1",
+    "the output",
+    "that answer",
+    "your answer",
+    "the last result",
+    "the number above",
+    "the answer to (1)",
+    "the result of that",
+    "that product",
+    "the figure from before",
+    "that one",
 )
 _FAN_IN_NUMBERS = {
     "train": (
@@ -357,6 +460,13 @@ _FAN_IN_NUMBERS = {
         "Divide the first result by the second.",
         "Add them together.",
         "Using those two, what's the ratio?",
+        "Use those to get the ratio.",
+        "What's the total of the two?",
+        "Add them up.",
+        "Now subtract the smaller from the larger.",
+        "Put those two together: what's the product?",
+        "How far apart are they?",
+        "Average them.",
     ),
     "heldout": (
         "What is the sum of both answers?",
@@ -442,6 +552,70 @@ _FILLER = {
 }
 
 
+# Training only: more follow-ups on an earlier answer, by the type of that answer.
+MORE_FOLLOW_UPS = {
+    key: parse_follow_ups(lines)
+    for key, lines in {
+        "person": """
+            What did {he} invent? @- humanities
+            Where did {he} live most of {his} life? @city humanities
+            Is {he} still alive? @- humanities
+            How did {he} die? @- humanities
+            Who were {his} parents? @person humanities
+            What's {his} most famous quote? @- humanities
+            Give me a short bio of {him}. @- humanities
+            Tell me more about {him}. @- humanities
+            What awards did {he} get? @- humanities
+        """,
+        "country": """
+            How big is {it}? @number social-science
+            Is {it} safe to visit? @- general
+            What's the national dish of {it}? @- general
+            When is the best time to visit {it}? @- general
+            Who borders {it}? @country social-science
+        """,
+        "city": """
+            What's the best time to visit {it}? @- general
+            How do I get to {it} from the airport? @- general
+            What is {it} famous for? @- general
+            How old is {it}? @number humanities
+        """,
+        "thing": """
+            Tell me more about {it}. @- -
+            Why is {it} famous? @- -
+            Give me a fun fact about {it}. @- -
+            How old is {it}? @number -
+            Who named {it}? @person -
+            What is special about {it}? @- -
+        """,
+    }.items()
+}
+
+
+def more_entity_slots(entity_type: str, noun: str, rng: random.Random) -> dict[str, str]:
+    """Training only: other ways of pointing at an earlier answer."""
+    name = rng.choice(
+        [
+            f"the {noun} you mentioned",
+            f"said {noun}",
+            f"the {noun} in question",
+            f"the {noun} from question 1",
+            f"the {noun} above",
+            f"that {noun} you named",
+            "that one" if entity_type != "person" else "that guy",
+            f"the {noun} from before",
+        ]
+    )
+    return {
+        "he": name,
+        "his": f"{name}'s",
+        "him": name,
+        "it": name,
+        "its": f"{name}'s",
+        "there": f"in {name}",
+    }
+
+
 def generate(count: int, split: Split = "train", seed: int = 0) -> list[Example]:
     """`count` examples of `split`, reproducible from `seed`."""
     rng = random.Random(f"{split}-{seed}")
@@ -473,7 +647,7 @@ def _example(kind: str, split: Split, rng: random.Random) -> Example | None:
         return _conversation(builder)
     joiners = [
         f
-        for f in JOINERS
+        for f in (*JOINERS, *EXTRA_JOINERS)
         if f.split == split
         and f.min_parts <= len(drafts) <= f.max_parts
         and (not f.noun_phrases or all(d.noun_phrase and not d.depends_on for d in drafts))
@@ -499,6 +673,11 @@ def _conversation(builder: _Builder) -> Example:
     rng, split = builder.rng, builder.split
     topic = builder.topic()
     context = situation(split, rng, rng.choice([1, 2, 2, 3, 4]))
+    if split == "train" and rng.random() < 0.6:  # what others wrote: far more varied
+        for sentence in borrowed_statements(rng, rng.choice([1, 2, 2, 3, 4])):
+            context.insert(rng.randrange(len(context) + 1), sentence)
+        if rng.random() < 0.3:
+            context = context[-rng.choice([1, 2, 3]) :]
     if topic.context and rng.random() < 0.6:
         context.insert(rng.randrange(len(context) + 1), rng.choice(topic.context))
     if rng.random() < 0.3:
@@ -527,7 +706,11 @@ def _conversation(builder: _Builder) -> Example:
     for index, draft in enumerate(drafts):
         if index and rng.random() < 0.15:  # more situation between the asks
             pieces += [Piece(" "), Piece(situation(split, rng, 1)[0], "context")]
+        elif index and split == "train" and rng.random() < 0.12:
+            pieces += [Piece(" "), Piece(borrowed_statements(rng, 1)[0], "context")]
         link = " " if not index else rng.choice(_DEPENDENT_LINKS if draft.depends_on else _LINKS)
+        if index and split == "train" and not draft.depends_on and rng.random() < 0.3:
+            link = " " + separate_link(rng)
         text = draft.sentence if link.strip() == "" else lower_first(draft.sentence)
         pieces += [Piece(link), Piece(text, "part", index)]
     if rng.random() < 0.3:
@@ -535,6 +718,9 @@ def _conversation(builder: _Builder) -> Example:
     if split == "train" and rng.random() < 0.2:
         pieces = [Piece(p.text.lower(), p.role, p.part) for p in pieces]
         builder.families.append("lowercase")
+    if split == "train" and rng.random() < 0.12:
+        pieces, kinds = roughen(pieces, rng)
+        builder.families += kinds
     builder.families.insert(0, f"conversation-{split}")
     return _assemble(pieces, drafts, "conversational", builder.families, builder, split)
 
@@ -579,6 +765,8 @@ _SINGLE_FORMS = (
 
 def _single(builder: _Builder) -> Example:
     rng, split = builder.rng, builder.split
+    if split == "train" and rng.random() < 0.3:
+        return _other_single(builder)
     form = rng.choice(_SINGLE_FORMS)
     topic = builder.topic()
     ask = rng.choice(topic.asks)
@@ -606,7 +794,10 @@ def _single(builder: _Builder) -> Example:
         text = f"{condition(split, rng)}, {lower_first(ask.question)}"
     elif form == "situation":
         text = frame(ask.question, split, rng) if rng.random() < 0.5 else ask.question
-        context = [Piece(" ".join(situation(split, rng, rng.choice([1, 2, 3]))), "context")]
+        sentences = situation(split, rng, rng.choice([1, 2, 3]))
+        if split == "train" and rng.random() < 0.5:
+            sentences = borrowed_statements(rng, rng.choice([1, 2, 3]))
+        context = [Piece(" ".join(sentences), "context")]
         context.append(Piece(" "))
     elif form == "trailing" and topic.context and split == "heldout":
         text = ask.question
@@ -627,6 +818,53 @@ def _single(builder: _Builder) -> Example:
     pieces = [*context, Piece(text, "part", 0), *trailing]
     pieces = _decorate(pieces, builder, rng)
     return _assemble(pieces, [draft], "single", [f"single-{form}-{split}"], builder, split)
+
+
+def _other_single(builder: _Builder) -> Example:
+    """Training only: one question someone else wrote (MMLU), whatever it contains
+    (statements before the ask, options, lists, "and", numbers), or one with words that
+    look like references."""
+    rng = builder.rng
+    roll = rng.random()
+    if roll < 0.15:
+        text, expert = rng.choice(DISTRACTORS)
+        builder.used_topics.append("distractors")
+        form = "distractor"
+    else:
+        ask = rng.choice(mmlu_singles())
+        builder.used_topics.append(ask.topic)
+        text, expert, form = ask.question, ask.expert, "mmlu"
+        if roll < 0.55:
+            choices = _MMLU_CHOICES.get(ask.question)
+            if choices:
+                text, form = with_options(ask, choices, rng), "mmlu-options"
+        if rng.random() < 0.2:
+            text = text.lower()
+    pieces = _decorate([Piece(text, "part", 0)], builder, rng)
+    return _assemble(
+        pieces, [Draft(text, expert)], "single", [f"single-{form}-train"], builder, "train"
+    )
+
+
+def _mmlu_choices() -> dict[str, list[str]]:
+    from compllm.mmlu import load_mmlu
+
+    return {" ".join(q.question.split()): list(q.choices) for q in load_mmlu().questions}
+
+
+class _LazyChoices:
+    """The options of each MMLU question, read on first use."""
+
+    def __init__(self) -> None:
+        self._data: dict[str, list[str]] | None = None
+
+    def get(self, question: str) -> list[str] | None:
+        if self._data is None:
+            self._data = _mmlu_choices()
+        return self._data.get(question)
+
+
+_MMLU_CHOICES = _LazyChoices()
 
 
 def _option_values(ask: Ask, builder: _Builder) -> list[str]:
@@ -657,6 +895,9 @@ def _decorate(pieces: list[Piece], builder: _Builder, rng: random.Random) -> lis
             Piece(_typos(p.text, rng), p.role, p.part) if p.role != "drop" else p for p in pieces
         ]
         builder.families.append("typos")
+    if split == "train" and rng.random() < 0.2:
+        pieces, kinds = roughen(pieces, rng)
+        builder.families += kinds
     return pieces
 
 

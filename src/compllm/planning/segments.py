@@ -183,6 +183,8 @@ def repair(query: str, segments: Sequence[Segment]) -> list[Segment]:
 
 # A question does not start with these; a part that does continues the one before it.
 _DANGLING = frozenset(["by", "to", "of", "than", "into", "for", "from", "with", "as", "and", "or"])
+# A question does not end with these; a part that does goes on in the next one.
+_OPENS = frozenset(["by", "to", "of", "than", "into", "from", "with", "the", "a", "an"])
 # A clause that starts with these and ends in a comma sets up the question after it.
 _SUBORDINATE = frozenset(
     (  # noqa: SIM905 - a word list reads better as text
@@ -197,7 +199,8 @@ def _join_stubs(query: str, segments: list[Segment]) -> list[Segment]:
     - a part of one or two words that ends no sentence and runs straight into the next
       segment is its start ("in | which country is Mombasa?", "For | context, I'm ...");
     - a part that starts with a dangling word continues the part before it ("Combine both
-      values | by multiplying them.");
+      values | by multiplying them."), and so does one that ends with one ("Combine both
+      values by | multiplying them.");
     - a subordinate clause ending in a comma starts the question after it ("Supposing we
       go with the cheaper option, | what is ...")."""
     joined: list[Segment] = []
@@ -218,6 +221,9 @@ def _continues(query: str, before: Segment, segment: Segment) -> bool:
         return True
     if segment.kind != "part" or ends or "?" in text:
         return False
+    last = text.split()[-1].lower() if text.split() else ""
+    if not between and last in _OPENS:  # "Combine both values by | multiplying them."
+        return True
     words = query[segment.start : segment.end].split()
     if not between and words and words[0] in _DANGLING:  # lower case: not a new sentence
         return True
