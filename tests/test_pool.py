@@ -57,10 +57,10 @@ def test_calls_to_many_models_never_hold_more_than_the_budget():
 
 
 def test_the_least_recently_used_idle_model_is_evicted_never_a_busy_one():
-    gate = threading.Event()
+    gate, busy_started = threading.Event(), threading.Event()
     provider = SizedProvider(
         chat={
-            "busy": ScriptedChatModel(respond=blocked_until(gate)),
+            "busy": ScriptedChatModel(respond=blocked_until(gate, busy_started)),
             "old": ScriptedChatModel(respond=echo),
             "recent": ScriptedChatModel(respond=echo),
             "new": ScriptedChatModel(respond=echo),
@@ -70,7 +70,8 @@ def test_the_least_recently_used_idle_model_is_evicted_never_a_busy_one():
     pool = ExpertPool(provider, memory_budget_bytes=100 * MB)
     pool.call("old", ask("1")).result(5)
     pool.call("recent", ask("2")).result(5)
-    busy = pool.call("busy", ask("3"))  # loaded and working: 80 MB in use
+    busy = pool.call("busy", ask("3"))
+    assert busy_started.wait(10)  # loaded and working: 80 MB in use
     pool.call("new", ask("4")).result(5)  # needs 30 MB: one idle model must go
     assert provider.released == ["old"]
     assert set(pool.stats().loaded) == {"busy", "recent", "new"}
