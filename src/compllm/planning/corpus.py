@@ -44,6 +44,7 @@ from compllm.planning.variety import (
     DISTRACTORS,
     EXTRA_JOINERS,
     IF_SO,
+    INLINE_CODE,
     NAMED_THINGS,
     mmlu_asks,
     mmlu_singles,
@@ -830,6 +831,10 @@ def _other_single(builder: _Builder) -> Example:
         text, expert = rng.choice(DISTRACTORS)
         builder.used_topics.append("distractors")
         form = "distractor"
+    elif roll < 0.22:
+        text, expert = rng.choice(INLINE_CODE)
+        builder.used_topics.append("distractors")
+        form = "inline-code"
     else:
         ask = rng.choice(mmlu_singles())
         builder.used_topics.append(ask.topic)

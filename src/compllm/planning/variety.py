@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from compllm.planning.phrasing import Draft, Family, Piece, lower_first, strip_end
@@ -29,6 +29,7 @@ __all__ = [
     "DISTRACTORS",
     "EXTRA_JOINERS",
     "IF_SO",
+    "INLINE_CODE",
     "NAMED_THINGS",
     "MoreAsk",
     "dependent_link",
@@ -109,15 +110,14 @@ def mmlu_singles() -> tuple[MoreAsk, ...]:
 def with_options(ask: MoreAsk, choices: Sequence[str], rng: random.Random) -> str:
     """An MMLU question with its options in one of several layouts."""
     letters = "ABCD" if rng.random() < 0.7 else "abcd"
-    layout = rng.choice(
-        [
-            lambda i, c: f"({letters[i]}) {c}",
-            lambda i, c: f"{letters[i]}) {c}",
-            lambda i, c: f"{letters[i]}. {c}",
-            lambda i, c: f"{i + 1}) {c}",
-            lambda i, c: f"- {c}",
-        ]
-    )
+    layouts: list[Callable[[int, str], str]] = [
+        lambda i, c: f"({letters[i]}) {c}",
+        lambda i, c: f"{letters[i]}) {c}",
+        lambda i, c: f"{letters[i]}. {c}",
+        lambda i, c: f"{i + 1}) {c}",
+        lambda i, c: f"- {c}",
+    ]
+    layout = rng.choice(layouts)
     separator = rng.choice([" ", "\n", "; ", " | "])
     items = separator.join(layout(i, c) for i, c in enumerate(choices))
     joint = rng.choice([" ", "\n", " Options: ", "\nChoices:\n", " is it "])
@@ -156,6 +156,22 @@ DISTRACTORS: tuple[tuple[str, str], ...] = (
     ("Is the number 91 prime?", "math"),
     ("What do the numbers on a tyre mean?", "general"),
     ("Then and now: how has the price of bread changed since 1950?", "economics"),
+)
+
+# One question with code inline: semicolons, "?" and "and" inside backticks split nothing.
+INLINE_CODE: tuple[tuple[str, str], ...] = (
+    ("In Python, why does `x = [1, 2]; y = x; y.append(3)` change x too?", "computing"),
+    ("Why does `for (i = 0; i < n; i++);` in C never run the loop body?", "computing"),
+    ("What does `git reset --hard HEAD~1` do, and is it safe?", "computing"),
+    ("Why does `0.1 + 0.2 == 0.3` print False in JavaScript?", "computing"),
+    ("What is the difference between `==` and `===`?", "computing"),
+    ("why does `SELECT * FROM a, b;` return so many rows", "computing"),
+    ("Is `x ?? y` the same as `x || y` in TypeScript?", "computing"),
+    ("In bash, what does `cmd1 && cmd2 || cmd3` do if cmd2 fails?", "computing"),
+    ("What does `a, b = b, a` do in Python; is it a swap?", "computing"),
+    ("Why is `print(f'{x=}')` a syntax error on Python 3.7?", "computing"),
+    ("Can I use `const` and `let` in the same `for` loop header?", "computing"),
+    ("Why does `ls *.txt | wc -l` say 0 when there are files?", "computing"),
 )
 
 # Links before an ask that needs the one before it (train only).
@@ -281,7 +297,7 @@ def _email(drafts: Sequence[Draft], rng: random.Random) -> list[Piece]:
     return pieces
 
 
-_MARKERS = (
+_MARKERS: tuple[Callable[[int], str], ...] = (
     lambda i: f"**{i + 1}.** ",
     lambda i: f"### Question {i + 1}\n",
     lambda i: f"{i + 1}️⃣ ",
