@@ -28,6 +28,14 @@ def test_the_scheduling_benchmark_writes_its_table_json_and_plot(tmp_path):
     assert (tmp_path / "scheduling.png").stat().st_size > 0
 
 
+def test_the_streaming_benchmark_writes_its_table_json_and_plot(tmp_path):
+    run_benchmark("streaming.py", "--unit", "0.01", "--speeds", "2000", out_dir=tmp_path)
+    rows = json.loads((tmp_path / "streaming.json").read_text())["rows"]
+    assert {r["shape"] for r in rows} == {"fan-out-4", "chain-4", "diamond", "two-chains-6"}
+    assert all(r["stream_makespan_s"] >= 0.95 * r["stream_bound_s"] for r in rows)
+    assert (tmp_path / "streaming.png").stat().st_size > 0
+
+
 def test_the_overhead_benchmark_writes_its_table_json_and_plot(tmp_path):
     run_benchmark(
         "overhead.py", "--sizes", "5,10", "--repeats", "1", "--parallel", "4", out_dir=tmp_path

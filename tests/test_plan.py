@@ -72,3 +72,10 @@ def test_routes_are_attached_without_touching_the_structure():
         ("q2", "law", ("q1",)),
     ]
     assert routed.get("q1").scores == {"math": 0.9}
+
+
+def test_a_routed_plan_looks_up_its_routed_subqueries():
+    plan = Plan.build([SubQuery(id="q1", question="What is 2+2?")])
+    plan.get("q1")  # builds the plan's index
+    routed = plan.with_routes({"q1": ("math", {"math": 0.9})})
+    assert routed.get("q1").expert == "math"

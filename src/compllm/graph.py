@@ -101,7 +101,7 @@ def create_compllm(
         router=router,
     )
     builder = StateGraph(State, context_schema=Context, input_schema=InputState)
-    builder.add_node("plan", make_plan_node(services))
+    builder.add_node("plan", make_plan_node(services, retry))
     builder.add_node("route", make_route_node(services))
     builder.add_node(
         "review", make_review_node(services), destinations=("execute", "schedule", END)

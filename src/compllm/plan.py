@@ -163,7 +163,8 @@ class Plan(BaseModel):
             else s
             for s in self.subqueries
         ]
-        return self.model_copy(update={"subqueries": tuple(routed)})
+        # A new plan, not model_copy: a copy would carry over the indexes cached on this one.
+        return type(self).model_construct(subqueries=tuple(routed))
 
     # -- graph helpers -------------------------------------------------------------------
 

@@ -8,8 +8,9 @@
 - any other Runnable or function gets `{"query", "messages"}` and may return a `Plan`, a
   dict, JSON text or a message.
 
-Every call carries the run's config. With `on_text`, the call streams and hands each piece
-of text over as it comes (the executor starts experts while the plan is being written).
+Every call carries the run's config. With `on_text`, a call without structured output
+streams and hands each piece of text over as it comes (the plan node starts experts while
+the plan is being written).
 """
 
 from __future__ import annotations
@@ -57,12 +58,14 @@ class PlannerLLM:
                 if self.native
                 else {}
             )
-            if on_text is not None:
-                return self._streamed(list(messages), keywords, on_text)
             if not self.native:
+                # Its own structured output, whole: a provider's JSON mode is worth more
+                # than starting experts early (compllm's own models do both).
                 structured = self._structured(list(messages), schema)
                 if structured is not None:
                     return structured
+            if on_text is not None:
+                return self._streamed(list(messages), keywords, on_text)
             return self.model.invoke(list(messages), self.config, **keywords).text
         output = as_runnable(self.model).invoke(
             {"query": query, "messages": list(messages)}, self.config

@@ -184,8 +184,8 @@ class Gate:
         self.capacity, self.out_of_time = capacity, out_of_time
         self.answers: dict[str, SubAnswer] = dict(answers)
         self.new: dict[str, SubAnswer] = {}
-        ranks = remaining_ranks(plan, expected_latency)
-        self.order = priority_order(plan, ranks)
+        self._latency = expected_latency
+        self.order = priority_order(plan, remaining_ranks(plan, expected_latency))
         self._called: set[str] = set()
         self._waiting: dict[str, Wake] = {}
         self._granted: dict[str, Turn] = {}
@@ -256,6 +256,38 @@ class Gate:
             wakes = self._release_decided()
         _deliver(wakes)
         return expired
+
+    def extend(self, sub: SubQuery, *, max_subqueries: int) -> None:
+        """A sub-query the planner has just written joins the plan (its parents are in it
+        already); `PlanError` when the plan would break (a duplicate id, the size limit)."""
+        with self._lock:
+            self.plan = Plan.build([*self.plan.subqueries, sub], max_subqueries=max_subqueries)
+            self.order = priority_order(self.plan, remaining_ranks(self.plan, self._latency))
+            # A parent may have failed, or time run out, before this one was written.
+            self._record(skipped_answers(self.plan, self.answers))
+            if self._expired:
+                assert self.context.max_run_s is not None
+                self._record(expired_answers(self.plan, self.answers, self.context.max_run_s))
+
+    def drop(self, sids: Iterable[str]) -> None:
+        """Sub-queries the final plan does not have: tasks still waiting are told to end
+        without calling (calls already running finish, and their answers are left out)."""
+        with self._lock:
+            self._record(
+                {
+                    sid: SubAnswer(
+                        id=sid,
+                        question=self.plan.get(sid).question,
+                        expert=self.plan.get(sid).expert or "",
+                        status="skipped",
+                        error="dropped: the final plan does not have it",
+                    )
+                    for sid in sids
+                    if sid not in self.answers
+                }
+            )
+            wakes = self._release_decided() + self._grant()
+        _deliver(wakes)
 
     @property
     def done(self) -> bool:

@@ -251,6 +251,14 @@ class Context:
     aggregator_max_new_tokens: Annotated[int, Field(gt=0, le=MAX_NEW_TOKENS)] = field(
         default=256, metadata={"description": "Token budget of the final answer."}
     )
+    stream_plan: bool = field(
+        default=True,
+        metadata={
+            "description": "With an LLM planner, start each sub-query's expert as soon as the "
+            "planner has written it, while it writes the rest (the final plan is still "
+            "checked as a whole; answers it does not keep are dropped)."
+        },
+    )
     review_plan: bool = field(
         default=False,
         metadata={

@@ -43,11 +43,17 @@ from compllm.state import (
 )
 from compllm.steps import Step, arun_steps, run_steps
 
-__all__ = ["expert_call_steps", "make_execute_node"]
+__all__ = [
+    "GATE",
+    "expert_call_steps",
+    "make_execute_node",
+    "make_expert_tasks",
+    "sync_task_threads",
+]
 
 # The gate of the run whose node called a task. LangGraph runs a node's tasks in a copy of
 # the node's context (threads and asyncio tasks alike), so each task sees its own run's gate.
-_GATE: ContextVar[Gate] = ContextVar("compllm_gate")
+GATE: ContextVar[Gate] = ContextVar("compllm_gate")
 
 _Finished = list[tuple[str, SubAnswer | BaseException]]
 
@@ -109,30 +115,35 @@ def _execution(gate: Gate, state: State) -> Generator[float | None, _Finished, N
             gate.finish(sid, outcome)
 
 
-def make_execute_node(services: Services, retry_policy: RetryPolicy) -> Runnable[Any, Any]:
-    """The `execute` node, with a sync body for `invoke`/`stream` and an async one for
-    `ainvoke`/`astream` (the LangGraph server), each driving its own kind of task."""
+def make_expert_tasks(services: Services, retry_policy: RetryPolicy) -> tuple[Any, Any]:
+    """The LangGraph tasks named `expert` (sync, async): each waits at its run's gate for
+    its turn, then calls its expert. A node calls them with `GATE` set to its gate."""
 
     def answer(expert_input: ExpertTask) -> SubAnswer:
-        turn = _wait_turn(_GATE.get(), expert_input["id"])
+        turn = _wait_turn(GATE.get(), expert_input["id"])
         if turn.answer is not None:
             return turn.answer  # decided without a call: skipped, or out of time
         with_parents = ExpertTask(**{**expert_input, "parents": turn.parents})
         return run_steps(expert_call_steps(services, with_parents))
 
     async def aanswer(expert_input: ExpertTask) -> SubAnswer:
-        turn = await _await_turn(_GATE.get(), expert_input["id"])
+        turn = await _await_turn(GATE.get(), expert_input["id"])
         if turn.answer is not None:
             return turn.answer
         with_parents = ExpertTask(**{**expert_input, "parents": turn.parents})
         return await arun_steps(expert_call_steps(services, with_parents))
 
-    expert = _expert_task(answer, retry_policy)
-    aexpert = _expert_task(aanswer, retry_policy)
+    return _expert_task(answer, retry_policy), _expert_task(aanswer, retry_policy)
+
+
+def make_execute_node(services: Services, retry_policy: RetryPolicy) -> Runnable[Any, Any]:
+    """The `execute` node, with a sync body for `invoke`/`stream` and an async one for
+    `ainvoke`/`astream` (the LangGraph server), each driving its own kind of task."""
+    expert, aexpert = make_expert_tasks(services, retry_policy)
 
     def execute(state: State) -> dict[str, Any]:
-        gate = _gate(services, state, capacity=_sync_task_threads())
-        token = _GATE.set(gate)
+        gate = _gate(services, state, capacity=sync_task_threads())
+        token = GATE.set(gate)
         try:
             calls: dict[concurrent.futures.Future[SubAnswer], str] = {}
             for sid in gate.call_order():
@@ -149,12 +160,12 @@ def make_execute_node(services: Services, retry_policy: RetryPolicy) -> Runnable
         except StopIteration:
             pass  # calls still running when time is up are abandoned: results dropped
         finally:
-            _GATE.reset(token)
+            GATE.reset(token)
         return {"answers": answers_data(gate.new)} if gate.new else {}
 
     async def aexecute(state: State) -> dict[str, Any]:
         gate = _gate(services, state, capacity=None)
-        token = _GATE.set(gate)
+        token = GATE.set(gate)
         calls: dict[asyncio.Future[SubAnswer], str] = {}
         try:
             for sid in gate.call_order():
@@ -172,7 +183,7 @@ def make_execute_node(services: Services, retry_policy: RetryPolicy) -> Runnable
             for future in calls:
                 future.cancel()  # async calls can be stopped, not only abandoned
         finally:
-            _GATE.reset(token)
+            GATE.reset(token)
         return {"answers": answers_data(gate.new)} if gate.new else {}
 
     return RunnableLambda(execute, afunc=aexecute, name="execute")
@@ -209,7 +220,7 @@ def _resolve(future: asyncio.Future[Turn], turn: Turn) -> None:
         future.set_result(turn)
 
 
-def _sync_task_threads() -> int:
+def sync_task_threads() -> int:
     """Threads a sync run has for this node's tasks: LangGraph runs them on a pool of
     `max_concurrency` threads (Python's default size when unset), two of which may be taken:
     this node's own, and the one that waits on the run's stream queue. (Counting one more

@@ -7,14 +7,19 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from langchain_core.runnables import Runnable, RunnableLambda
+from langchain_core.runnables.config import run_in_executor
 from langgraph.config import get_config
-from langgraph.runtime import Runtime
+from langgraph.runtime import get_runtime
+from langgraph.types import RetryPolicy
 from pydantic import ValidationError
 
+from compllm.nodes.execute import make_expert_tasks
+from compllm.nodes.stream import StreamDispatch, streams
 from compllm.plan import Plan, PlanError, SubQuery
 from compllm.planner import plan_run
 from compllm.services import Services
-from compllm.state import Context, NodeFunction, State, plan_data, run_context
+from compllm.state import Context, State, plan_data, run_context
 from compllm.validation import check_query, describe_value
 
 __all__ = ["given_plan", "make_plan_node"]
@@ -51,9 +56,13 @@ def given_plan(raw: object, max_subqueries: int) -> Plan:
         raise PlanError(f"input.plan: {exc}") from None
 
 
-def make_plan_node(services: Services) -> NodeFunction[State]:
-    def plan(state: State, *, runtime: Runtime[Context]) -> dict[str, Any]:
-        context = run_context(runtime.context)
+def make_plan_node(services: Services, retry_policy: RetryPolicy) -> Runnable[Any, Any]:
+    """The plan node; in a sync run with an LLM planner it also starts experts as the plan
+    is written (`compllm.nodes.stream`), as tasks named `expert` with `retry_policy`."""
+    expert, _ = make_expert_tasks(services, retry_policy)
+
+    def planned(state: State, *, may_stream: bool) -> dict[str, Any]:
+        context = run_context(get_runtime(Context).context)
         started = time.perf_counter()
         # Nothing runs before the input is known to be usable (the server sends any JSON).
         check_query(state.get("query"), context.max_query_chars)
@@ -66,13 +75,44 @@ def make_plan_node(services: Services) -> NodeFunction[State]:
                 "timings": {"plan": 0.0},
                 **run,
             }
-        result, path, attempts = plan_run(state["query"], context, services, config=get_config())
+        planning_began = time.time()
+        dispatch = (
+            StreamDispatch(services, context, {**state, **run}, expert)  # type: ignore[typeddict-item]
+            if may_stream and streams(context, state)
+            else None
+        )
+        try:
+            result, path, attempts = plan_run(
+                state["query"],
+                context,
+                services,
+                config=get_config(),
+                on_subquery=dispatch.arrive if dispatch else None,
+            )
+        except BaseException:
+            if dispatch:
+                dispatch.abandon()
+            raise
+        timings = {"plan": time.perf_counter() - started}
+        streamed = dispatch.finish(result) if dispatch else {}
+        if dispatch and dispatch.first_call_at is not None:
+            # Time from the planner's start to the first expert call it let begin.
+            timings["first_expert"] = dispatch.first_call_at - planning_began
         return {
+            **streamed,
             "plan": plan_data(result),
             "planner_path": path,
             "planner_attempts": [a.model_dump(mode="json") for a in attempts],
-            "timings": {"plan": time.perf_counter() - started},
+            "timings": timings,
             **run,
         }
 
-    return plan
+    def plan(state: State) -> dict[str, Any]:
+        return planned(state, may_stream=True)
+
+    async def aplan(state: State) -> dict[str, Any]:
+        # Async runs (ainvoke, astream, the server) plan, then execute: the planner is
+        # synchronous, and the experts of an async run are async tasks of the execute node.
+        return await run_in_executor(get_config(), planned, state, may_stream=False)
+
+    return RunnableLambda(plan, afunc=aplan, name="plan")
