@@ -340,6 +340,36 @@ def test_chat_openai_is_an_expert_and_gets_only_the_settings_the_expert_sets(ope
     assert [m["role"] for m in request["messages"]] == ["system", "user"]
 
 
+def test_a_function_aggregator_gets_the_query_and_the_parts_it_names():
+    def compose(query: str, parts: list[dict[str, Any]]) -> str:
+        return f"{len(parts)} parts for {query!r}: " + " ".join(p["answer"] for p in parts)
+
+    app = app_with(
+        Expert(name="geo", description="geography", model=lambda question: "France."),
+        Expert(name="bio", description="biology", model=lambda question: "Membranes."),
+        aggregator=compose,
+    )
+    result = app.invoke("Where is Paris? What do cells have?", plan=TWO_PARTS)
+    assert (result.aggregation, result.answer) == (
+        "llm",
+        "2 parts for 'Where is Paris? What do cells have?': France. Membranes.",
+    )
+
+
+def test_a_function_naming_an_input_its_call_lacks_fails_that_part_naming_it():
+    calls: list[str] = []
+
+    def needs_parts(question: str, parts: list[Any]) -> str:  # `parts` is the aggregator's
+        calls.append(question)
+        return "never"
+
+    app = app_with(Expert(name="geo", description="geography", model=needs_parts))
+    result = app.invoke("Where is Paris?", plan=Plan.build([one_part("geo", "Where is Paris?")]))
+    (answer,) = result.answers
+    assert answer.status == "failed" and "parts" in (answer.error or "")
+    assert calls == []
+
+
 def test_chat_openai_is_an_aggregator(openai_server):
     openai_server.respond = lambda request: Reply("Paris is in France. Cells have a membrane.")
     app = app_with(

@@ -11,8 +11,13 @@ NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 NAMES = sorted(p.name for p in NOTEBOOKS.glob("*.ipynb"))
 
 
-def test_there_are_three_notebooks():
-    assert NAMES == ["01_quickstart.ipynb", "02_your_own_experts.ipynb", "03_benchmark.ipynb"]
+def test_there_are_four_notebooks():
+    assert NAMES == [
+        "01_quickstart.ipynb",
+        "02_your_own_experts.ipynb",
+        "03_benchmark.ipynb",
+        "04_bring_your_own.ipynb",
+    ]
 
 
 @pytest.mark.parametrize("name", NAMES)

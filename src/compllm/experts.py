@@ -196,7 +196,9 @@ def as_runnable(model: object) -> Runnable[Any, Any]:
         return cached[1]
 
 
-_INPUT_NAMES = ("question", "parents", "query", "messages")
+# What a function may name: an expert's input fields, and `parts` (an aggregator's
+# sub-answers, as dicts; a planner or aggregator function gets only what its call has).
+_INPUT_NAMES = ("question", "parents", "query", "messages", "parts")
 
 
 def _function_runnable(function: Callable[..., Any]) -> Runnable[Any, Any]:
@@ -210,8 +212,8 @@ def _function_runnable(function: Callable[..., Any]) -> Runnable[Any, Any]:
         )
 
     def arguments(expert_input: ExpertInput) -> dict[str, Any]:
-        if named:
-            return {p: expert_input[p] for p in named}  # type: ignore[literal-required]
+        if named:  # a name the call has no value for is a TypeError: not retried
+            return {p: expert_input[p] for p in named if p in expert_input}  # type: ignore[literal-required]
         return {next(iter(parameters)): expert_input["question"]}
 
     name = getattr(function, "__name__", type(function).__name__)
