@@ -117,10 +117,12 @@ def test_remote_planner_experts_and_aggregator_on_llama_cpp(tmp_path):
     assert all(a.answer.strip() for a in result.answers)
     medicine = result.answers[1]
     assert medicine.output_tokens is not None and 0 < medicine.output_tokens <= 48
-    # The remote planner was asked first (with llama.cpp's schema form), and its plan was
-    # used: the attempt has no error (a failed call or a rejected plan would name one).
-    first = result.planner_attempts[0]
-    assert (first.source, first.error) == ("llm", None), first.error
+    # The learned planner plans first; then the remote planner is asked (with llama.cpp's
+    # schema form) and its plan is used: its attempt has no error (a failed call or a
+    # rejected plan would name one).
+    sources = [a.source for a in result.planner_attempts]
+    assert sources == ["learned", "llm"], result.planner_attempts
+    assert result.planner_attempts[1].error is None, result.planner_attempts[1].error
     assert result.planner_path == "llm"
     assert result.answer.strip()
     log = (tmp_path / "engine.log").read_text()

@@ -3,8 +3,8 @@
 The plan node hands `StreamDispatch.arrive` to the planner (`compllm.planner.plan_run`'s
 `on_subquery`). Each sub-query object the LLM finishes is checked on its own, routed, and
 its `expert` task called at once; a sub-query that names an id not written yet waits until
-that id arrives. Tasks are called in the order the plan is written, so a resumed run (which
-streams the same plan again) finds every finished call's saved answer.
+that id arrives. Runs with a checkpointer plan first (see `streams`): a run that may be
+resumed must find its plan saved.
 
 When the planner is done, its plan (checked as a whole, or the fallback plan when the LLM's
 was rejected) is matched against what was started: a sub-query of the final plan with the
@@ -21,6 +21,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from langgraph._internal._constants import CONFIG_KEY_CHECKPOINTER
+from langgraph.config import get_config
 from langgraph.runtime import get_runtime
 
 from compllm.experts import ExpertFailure, failed_answer
@@ -41,7 +43,17 @@ def streams(context: Context, state: State) -> bool:
         and not context.review_plan  # a person decides on the whole plan first
         and context.executor == "dataflow"
         and state.get("plan") is None
+        and not _checkpointed()
     )
+
+
+def _checkpointed() -> bool:
+    """Whether the run has a checkpointer. Such a run saves its plan before any expert
+    starts: a run resumed after a crash must not plan again, since a planner that samples
+    may write another plan, and LangGraph hands a node's saved task results back by the
+    order of the calls, not by what they were asked."""
+    configurable = get_config().get("configurable", {})
+    return configurable.get(CONFIG_KEY_CHECKPOINTER) is not None
 
 
 def _question_key(text: str) -> str:
@@ -155,7 +167,7 @@ class StreamDispatch:
 
     def abandon(self) -> None:
         """The planner failed: tasks still waiting end without calling, calls already
-        running finish (LangGraph saves their answers, which a resumed run reuses)."""
+        running finish before the error goes on (a node's tasks end with the node)."""
         if self.gate is None:
             return
         try:
