@@ -63,7 +63,7 @@ def test_the_merged_adapter_computes_what_peft_computes(tmp_path):
     network, tokenizer = build_network(config)
     network.encoder = get_peft_model(
         network.encoder,
-        LoraConfig(r=4, lora_alpha=8, target_modules=["query", "value", "dense"], lora_dropout=0.0),
+        LoraConfig(r=4, lora_alpha=8, target_modules=list(config.lora_targets), lora_dropout=0.0),
     )
     torch.manual_seed(1)
     with torch.no_grad():
