@@ -61,6 +61,25 @@ def test_scores_are_vote_shares_of_the_nearest_examples():
     assert head.experts == tuple(dict.fromkeys(labels))
 
 
+def test_a_weighted_example_outvotes_as_many_plain_ones_and_the_weights_are_saved(tmp_path):
+    """A registry's own profile texts vote with `PROFILE_WEIGHT`: what its author says an
+    expert is for outweighs a few fitted questions that a foreign taxonomy labels otherwise."""
+    rng = np.random.default_rng(4)
+    train, labels = sample(rng, 120)
+    query = train[:1]
+    plain = fit_head(train, labels, [None] * len(labels))
+    label = labels[0]
+    other = next(e for e in EXPERTS if e != label)
+    relabelled = [other if i == 0 else lab for i, lab in enumerate(labels)]
+    weights = [1000.0 if i == 0 else 1.0 for i in range(len(labels))]
+    weighted = fit_head(train, relabelled, [None] * len(labels), weights=weights)
+    assert plain.experts[int(plain.probabilities(query).argmax())] == label
+    assert weighted.experts[int(weighted.probabilities(query).argmax())] == other
+    weighted.save(tmp_path / "h.npz")
+    loaded = RoutingHead.load(tmp_path / "h.npz")
+    assert loaded.weights is not None and loaded.weights[0] == 1000.0
+
+
 def test_given_topics_are_kept_and_the_rest_are_clustered_within_their_expert():
     rng = np.random.default_rng(2)
     vectors = rng.normal(size=(100, 6))

@@ -34,7 +34,13 @@ from langchain_core.embeddings import Embeddings
 from compllm.errors import ConfigError, RegistryError
 from compllm.registry import Registry
 from compllm.router import ExpertRouter, similarity_table
-from compllm.routing_head import RoutingHead, fit_head, fit_thresholds, head_file
+from compllm.routing_head import (
+    PROFILE_WEIGHT,
+    RoutingHead,
+    fit_head,
+    fit_thresholds,
+    head_file,
+)
 
 __all__ = [
     "CachedEmbeddings",
@@ -323,7 +329,8 @@ def _fit_head(
     registry: Registry, examples: Sequence[LabelledQuestion], vectors: _Vectors
 ) -> RoutingHead:
     """A head on the registry's own profile texts (each expert's description and examples,
-    one topic per expert) and the labelled examples with their variants."""
+    one topic per expert, votes weighted by `PROFILE_WEIGHT`) and the labelled examples with
+    their variants."""
     scored = set(_head_experts(registry))
     texts: list[str] = []
     experts: list[str] = []
@@ -333,13 +340,15 @@ def _fit_head(
             texts.extend(expert.profile_texts)
             experts.extend([expert.name] * len(expert.profile_texts))
             topics.extend([f"profile of {expert.name}"] * len(expert.profile_texts))
+    weights = [PROFILE_WEIGHT] * len(texts)
     for question in examples:
         if question.expert in scored:
             for text in (question.text, *question.variants):
                 texts.append(text)
                 experts.append(question.expert)
                 topics.append(question.topic)
-    return fit_head(vectors(texts), experts, topics)
+    weights += [1.0] * (len(texts) - len(weights))
+    return fit_head(vectors(texts), experts, topics, weights=weights)
 
 
 def _head_thresholds(

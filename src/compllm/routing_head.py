@@ -13,15 +13,23 @@ directions of the embedding separate topics:
    within-topic scatter is shrunk towards its mean variance (`SHRINKAGE`), since 384
    dimensions are estimated from a few thousand questions.
 2. In the projected space, a similarity-weighted vote of the `NEIGHBOURS` nearest labelled
-   questions: each votes for its expert with weight exp(cosine / `TEMPERATURE`). An expert's
-   score is its share of the votes, a probability in [0, 1].
+   questions: each votes for its expert with weight exp(cosine / `TEMPERATURE`), times
+   `PROFILE_WEIGHT` for the registry's own profile texts (its descriptions and example
+   questions: what the registry's author says each expert is for, a few dozen among
+   thousands of fitted questions). An expert's score is its share of the votes, a
+   probability in [0, 1].
 3. Per-expert thresholds, fitted as semantic-router fits route thresholds: below its
    threshold the chosen expert gives the question to the generalist.
 
 The projection, the projected examples and the thresholds are all the router needs: it embeds
-the question and never the thousands of profile texts. The constants were chosen by 5-fold
-cross-validation inside the fit part of the packaged MMLU file (benchmarks/routing_accuracy.py
-measures every alternative, on questions none of them was chosen or fitted on).
+the question and never the thousands of profile texts. `SHRINKAGE`, `NEIGHBOURS` and
+`TEMPERATURE` were chosen by 5-fold cross-validation inside the fit part of the packaged MMLU
+file. `PROFILE_WEIGHT` was chosen on the dev half of the hand-written sub-questions in
+benchmarks/planner_eval (MMLU's taxonomy is not everyone's: its biology puts antibiotics under
+science): every weight from 10 to 100 routed 84.0% of them (1: 76.4%), 30 is the middle of that
+range on a log scale, and it costs about 0.8 points on MMLU questions without options.
+benchmarks/routing_accuracy.py measures every alternative on questions none of them was chosen
+or fitted on.
 
 A head is tied to what it was fitted for: the registry's routing profiles (its fingerprint)
 and the embedding model (the embeddings of the experts' descriptions, compared when loaded).
@@ -41,6 +49,7 @@ from threadpoolctl import threadpool_limits
 
 __all__ = [
     "NEIGHBOURS",
+    "PROFILE_WEIGHT",
     "SHRINKAGE",
     "TEMPERATURE",
     "RoutingHead",
@@ -54,6 +63,7 @@ __all__ = [
 SHRINKAGE = 0.2  # weight of the mean variance in the within-topic scatter
 NEIGHBOURS = 20  # labelled questions that vote
 TEMPERATURE = 0.1  # cosine difference that multiplies a vote's weight by e
+PROFILE_WEIGHT = 30.0  # a registry's own profile text votes as much as 30 fitted questions
 CLUSTER_SIZE = 20  # questions per k-means topic, when the data has no topics
 MAX_CLUSTERS = 12  # k-means topics per expert at most
 THRESHOLD_GRID = tuple(round(0.05 * step, 2) for step in range(20))
@@ -75,6 +85,7 @@ class RoutingHead:
     projection: np.ndarray  # (dimensions, components)
     examples: np.ndarray  # (examples, components): projected labelled questions, unit length
     labels: np.ndarray  # (examples,): index into `experts`
+    weights: np.ndarray | None = None  # (examples,): each one's vote multiplier (None: 1)
     thresholds: Mapping[str, float] = field(default_factory=dict)
     registry_fingerprint: str = ""
     probe: np.ndarray | None = None  # embeddings of the experts' descriptions, when fitted
@@ -92,6 +103,8 @@ class RoutingHead:
         closeness = np.take_along_axis(similarity, nearest, axis=1)
         # Relative to the closest, so that exp() never overflows: the shares are the same.
         weights = np.exp((closeness - closeness.max(axis=1, keepdims=True)) / self.temperature)
+        if self.weights is not None:
+            weights = weights * self.weights[nearest]
         votes = np.zeros((len(projected), len(self.experts)))
         rows = np.repeat(np.arange(len(projected)), k)
         np.add.at(votes, (rows, self.labels[nearest].ravel()), weights.ravel())
@@ -132,6 +145,8 @@ class RoutingHead:
             "examples": self.examples.astype(np.float16),
             "labels": self.labels.astype(np.int16),
         }
+        if self.weights is not None:
+            arrays["weights"] = self.weights.astype(np.float32)
         if self.probe is not None:
             arrays["probe"] = self.probe.astype(np.float32)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -152,6 +167,7 @@ class RoutingHead:
                     projection=data["projection"],
                     examples=data["examples"].astype(np.float32),
                     labels=data["labels"].astype(np.int64),
+                    weights=data.get("weights"),
                     thresholds=dict(meta["thresholds"]),
                     registry_fingerprint=meta["registry_fingerprint"],
                     probe=data.get("probe"),
@@ -168,12 +184,14 @@ def fit_head(
     experts: Sequence[str],
     topics: Sequence[str | None],
     *,
+    weights: Sequence[float] | None = None,
     shrinkage: float = SHRINKAGE,
     neighbours: int = NEIGHBOURS,
     temperature: float = TEMPERATURE,
 ) -> RoutingHead:
     """A head on labelled embeddings: `experts[i]` is the expert of `vectors[i]`, `topics[i]`
-    its topic (None: the expert's k-means clusters decide)."""
+    its topic (None: the expert's k-means clusters decide), `weights[i]` its vote's
+    multiplier (default 1)."""
     vectors = _unit(np.asarray(vectors, dtype=np.float64))
     names = tuple(dict.fromkeys(experts))
     labels = np.array([names.index(e) for e in experts])
@@ -190,6 +208,7 @@ def fit_head(
         projection=projection.astype(np.float32),
         examples=examples.astype(np.float32),
         labels=labels,
+        weights=None if weights is None else np.asarray(weights, dtype=np.float32),
         neighbours=neighbours,
         temperature=temperature,
     )
