@@ -281,8 +281,10 @@ def test_a_run_with_a_checkpointer_saves_its_plan_before_any_expert_starts(regis
     assert asked_while_planning == [] and len(result.answers) == 2
 
 
-@pytest.mark.parametrize("setting", [{"review_plan": True}, {"executor": "waves"}])
-def test_review_and_the_waves_executor_plan_then_execute(registry, setting):
+@pytest.mark.parametrize(
+    "setting", [{"review_plan": True}, {"executor": "waves"}, {"max_run_s": 3600.0}]
+)
+def test_review_the_waves_executor_and_a_time_limit_plan_then_execute(registry, setting):
     planning = threading.Event()
     asked_while_planning: list[str] = []
 

@@ -31,7 +31,7 @@ from compllm.plan import Plan, PlanError, SubQuery
 from compllm.router import route_plan
 from compllm.scheduling import Gate
 from compllm.services import Services
-from compllm.state import Context, State, SubAnswer, answers_data, time_left
+from compllm.state import Context, State, SubAnswer, answers_data
 
 __all__ = ["StreamDispatch", "streams"]
 
@@ -43,6 +43,9 @@ def streams(context: Context, state: State) -> bool:
         and not context.review_plan  # a person decides on the whole plan first
         and context.executor == "dataflow"
         and state.get("plan") is None
+        # With a time limit, which calls ended in time is the execute node's decision alone:
+        # it checks the clock only between the outcomes it has recorded, in call order.
+        and context.max_run_s is None
         and not _checkpointed()
     )
 
@@ -133,7 +136,7 @@ class StreamDispatch:
                 expected_latency=self.services.expected_latency,
                 answers={},
                 capacity=sync_task_threads(),
-                out_of_time=self._out_of_time,
+                out_of_time=lambda: False,  # runs with a time limit do not stream
             )
             self._token = GATE.set(self.gate)
         else:
@@ -158,10 +161,6 @@ class StreamDispatch:
             self.gate.finish(sid, answer)
             self.events.append(answer.end_event())  # written by the node's thread
         # Anything else is a bug or a configuration error: `finish` raises it in the node.
-
-    def _out_of_time(self) -> bool:
-        left = time_left(self.state, self.context)
-        return left is not None and left <= 0
 
     # -- when the planner is done --------------------------------------------------------
 
@@ -225,14 +224,7 @@ class StreamDispatch:
     def _wait(self) -> None:
         assert self.gate is not None
         while not self.gate.done:
-            left = time_left(self.state, self.context)
-            if left is not None and left <= 0:
-                for answer in self.gate.expire().values():
-                    self.write(answer.end_event())
-                return
             pending = [f for f in self.calls if not f.done()]
             if not pending:
                 return
-            concurrent.futures.wait(
-                pending, timeout=left, return_when=concurrent.futures.FIRST_COMPLETED
-            )
+            concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
