@@ -249,3 +249,23 @@ def test_a_given_plan_larger_than_the_default_limit_runs_when_the_limit_allows(r
     assert len(result.answers) == 20
     with pytest.raises(PlanError, match="the plan has 20 sub-queries; the maximum is 16"):
         run(provider, registry, plan)
+
+
+def test_an_async_run_with_more_subqueries_than_langgraph_runs_at_once_finishes(registry):
+    """LangGraph runs at most `max_concurrency` (64 here) of an async run's tasks at once;
+    the gate must start granting turns before every task has arrived, or a 100-part plan
+    waits forever for arrivals that cannot come. (Bounded by wait_for: a hang fails.)"""
+    plan = Plan.build(
+        [SubQuery(id=f"q{i}", question=f"Solve equation {i}.") for i in range(100)],
+        max_subqueries=100,
+    )
+    pipeline = CompLLM(
+        registry=registry, context=CONTEXT, provider=make_provider(), retry_policy=FAST_RETRY
+    )
+    result = asyncio.run(
+        asyncio.wait_for(
+            pipeline.ainvoke("a hundred", plan=plan, max_subqueries=100, max_parallel_experts=4),
+            120,
+        )
+    )
+    assert len(result.answers) == 100 and {a.status for a in result.answers} == {"ok"}

@@ -164,7 +164,7 @@ def make_execute_node(services: Services, retry_policy: RetryPolicy) -> Runnable
         return {"answers": answers_data(gate.new)} if gate.new else {}
 
     async def aexecute(state: State) -> dict[str, Any]:
-        gate = _gate(services, state, capacity=None)
+        gate = _gate(services, state, capacity=sync_task_threads())
         token = GATE.set(gate)
         calls: dict[asyncio.Future[SubAnswer], str] = {}
         try:
@@ -221,11 +221,11 @@ def _resolve(future: asyncio.Future[Turn], turn: Turn) -> None:
 
 
 def sync_task_threads() -> int:
-    """Threads a sync run has for this node's tasks: LangGraph runs them on a pool of
-    `max_concurrency` threads (Python's default size when unset), two of which may be taken:
-    this node's own, and the one that waits on the run's stream queue. (Counting one more
-    than there are deadlocks a plan with more tasks than threads: the gate would wait for
-    an arrival that cannot come.)"""
+    """Tasks of this node that can run at once: LangGraph runs a sync run's tasks on a pool
+    of `max_concurrency` threads (Python's default size when unset), and bounds an async
+    run's tasks by the same number; two may be taken: this node's own, and the one that
+    waits on the run's stream queue. (Counting one more than there are deadlocks a plan with
+    more tasks than that: the gate would wait for an arrival that cannot come.)"""
     size = get_config().get("max_concurrency") or min(32, (os.cpu_count() or 1) + 4)
     return max(1, size - 2)
 
