@@ -8,6 +8,7 @@ planner says so in the plan it returns. No sleeps: events decide every ordering.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -123,6 +124,24 @@ def pipeline(
     return app, expert
 
 
+class PlanningWatch:
+    """A planner that writes the two-part plan, and experts that note every question asked
+    while it is still writing (`asked_while_planning`)."""
+
+    def __init__(self) -> None:
+        self.planning = threading.Event()
+        self.asked_while_planning: list[str] = []
+        self.planner = StreamingPlanner(
+            pieces=plan_pieces(DERIVATIVE, DIABETES),
+            hooks={0: self.planning.set, 3: self.planning.clear},
+        )
+
+    def respond(self, prompt: str, call: Call) -> str:
+        if self.planning.is_set():
+            self.asked_while_planning.append(question_of(call))
+        return "an answer"
+
+
 def test_an_expert_starts_while_the_planner_is_still_writing(registry):
     derivative_asked = threading.Event()
 
@@ -146,21 +165,10 @@ def test_an_expert_starts_while_the_planner_is_still_writing(registry):
 
 
 def test_without_streaming_no_expert_starts_before_the_plan_is_written(registry):
-    asked_while_planning: list[str] = []
-    planning = threading.Event()
-
-    def respond(prompt: str, call: Call) -> str:
-        if planning.is_set():
-            asked_while_planning.append(question_of(call))
-        return "an answer"
-
-    planner = StreamingPlanner(
-        pieces=plan_pieces(DERIVATIVE, DIABETES),
-        hooks={0: planning.set, 3: planning.clear},
-    )
-    app, expert = pipeline(registry, planner, respond)
+    watch = PlanningWatch()
+    app, expert = pipeline(registry, watch.planner, watch.respond)
     result = app.invoke(QUERY, stream_plan=False)
-    assert asked_while_planning == []
+    assert watch.asked_while_planning == []
     assert len(expert.calls) == 2 and "first_expert" not in result.timings
 
 
@@ -264,62 +272,36 @@ def test_a_run_with_a_checkpointer_saves_its_plan_before_any_expert_starts(regis
     """A run that may be resumed plans first: resumed after a crash, it must not plan again
     (a planner that samples could write another plan, and LangGraph gives a node's saved
     task results back by call order). tests/test_persistence.py resumes such runs."""
-    planning = threading.Event()
-    asked_while_planning: list[str] = []
-
-    def respond(prompt: str, call: Call) -> str:
-        if planning.is_set():
-            asked_while_planning.append(question_of(call))
-        return "an answer"
-
-    planner = StreamingPlanner(
-        pieces=plan_pieces(DERIVATIVE, DIABETES), hooks={0: planning.set, 3: planning.clear}
-    )
+    watch = PlanningWatch()
     with open_checkpointer("memory") as saver:
-        app, _ = pipeline(registry, planner, respond, checkpointer=saver)
+        app, _ = pipeline(registry, watch.planner, watch.respond, checkpointer=saver)
         result = app.invoke(QUERY, thread_id="t")
-    assert asked_while_planning == [] and len(result.answers) == 2
+    assert watch.asked_while_planning == [] and len(result.answers) == 2
 
 
-@pytest.mark.parametrize(
-    "setting", [{"review_plan": True}, {"executor": "waves"}, {"max_run_s": 3600.0}]
-)
-def test_review_the_waves_executor_and_a_time_limit_plan_then_execute(registry, setting):
-    planning = threading.Event()
-    asked_while_planning: list[str] = []
+def test_plan_review_plans_then_executes(registry):
+    watch = PlanningWatch()
+    with open_checkpointer("memory") as saver:  # review needs one
+        app, _ = pipeline(registry, watch.planner, watch.respond, checkpointer=saver)
+        result = app.invoke(QUERY, thread_id="r", review_plan=True)
+        assert result.review is not None  # paused for review, nothing asked yet
+        result = app.resume("r", "approve")
+    assert watch.asked_while_planning == []
+    assert {a.status for a in result.answers} == {"ok"}
 
-    def respond(prompt: str, call: Call) -> str:
-        if planning.is_set():
-            asked_while_planning.append(question_of(call))
-        return "an answer"
 
-    planner = StreamingPlanner(
-        pieces=plan_pieces(DERIVATIVE, DIABETES), hooks={0: planning.set, 3: planning.clear}
-    )
-    with open_checkpointer("memory") as saver:
-        app, _ = pipeline(registry, planner, respond, checkpointer=saver)
-        result = app.invoke(QUERY, thread_id="r", **setting)
-        if setting.get("review_plan"):
-            assert result.review is not None  # paused for review, nothing asked yet
-            result = app.resume("r", "approve")
-    assert asked_while_planning == []
+@pytest.mark.parametrize("setting", [{"executor": "waves"}, {"max_run_s": 3600.0}])
+def test_the_waves_executor_and_a_time_limit_plan_then_execute(registry, setting):
+    # No checkpointer here: it alone would make the run plan first.
+    watch = PlanningWatch()
+    app, _ = pipeline(registry, watch.planner, watch.respond)
+    result = app.invoke(QUERY, **setting)
+    assert watch.asked_while_planning == []
     assert {a.status for a in result.answers} == {"ok"}
 
 
 def test_an_async_run_plans_then_executes(registry):
-    import asyncio
-
-    planning = threading.Event()
-    asked_while_planning: list[str] = []
-
-    def respond(prompt: str, call: Call) -> str:
-        if planning.is_set():
-            asked_while_planning.append(question_of(call))
-        return "an answer"
-
-    planner = StreamingPlanner(
-        pieces=plan_pieces(DERIVATIVE, DIABETES), hooks={0: planning.set, 3: planning.clear}
-    )
-    app, _ = pipeline(registry, planner, respond)
+    watch = PlanningWatch()
+    app, _ = pipeline(registry, watch.planner, watch.respond)
     result = asyncio.run(app.ainvoke(QUERY))
-    assert asked_while_planning == [] and len(result.answers) == 2
+    assert watch.asked_while_planning == [] and len(result.answers) == 2
