@@ -7,7 +7,8 @@ not a model. Every shape runs through the whole graph (given plan -> route -> ex
 aggregate) three times, side by side in one process: the dataflow executor, the wave executor
 (both with slots for every sub-query), and sequential processing of the same plan (dataflow
 with one slot, the paper's baseline). The makespan is the expert stage: first expert start to
-last expert end. The bound is the sum of latencies on the plan's heaviest dependency chain:
+last expert end (each expert's start is when its call began), the median of
+`--repeats` runs. The bound is the sum of latencies on the plan's heaviest dependency chain:
 no executor can beat it.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +82,17 @@ def build_plan(shape: Shape, unit: float) -> Plan:
     )
 
 
-def measure(unit: float) -> list[dict[str, Any]]:
+def median_makespan(
+    pipeline: CompLLM, name: str, plan: Plan, repeats: int, **settings: Any
+) -> float:
+    # One run can catch a full garbage collection (about 80 ms on this machine with LangChain
+    # imported) or a neighbour's burst: the median of `repeats` runs cannot.
+    return statistics.median(
+        makespan(pipeline.invoke(name, plan=plan, **settings)) for _ in range(repeats)
+    )
+
+
+def measure(unit: float, repeats: int) -> list[dict[str, Any]]:
     pipeline = CompLLM(
         registry=SIMULATED_REGISTRY,
         provider=SimulatedProvider(SimulatedExpert()),
@@ -92,11 +104,11 @@ def measure(unit: float) -> list[dict[str, Any]]:
         latency = {sid: shape[sid][0] * unit for sid in shape}
         bound = sum(latency[sid] for sid in plan.critical_path(latency))
         slots = len(plan)
-        dataflow = makespan(pipeline.invoke(name, plan=plan, max_parallel_experts=slots))
-        waves = makespan(
-            pipeline.invoke(name, plan=plan, max_parallel_experts=slots, executor="waves")
-        )
-        sequential = makespan(pipeline.invoke(name, plan=plan, max_parallel_experts=1))
+
+        run = (pipeline, name, plan, repeats)
+        dataflow = median_makespan(*run, max_parallel_experts=slots)
+        waves = median_makespan(*run, max_parallel_experts=slots, executor="waves")
+        sequential = median_makespan(*run, max_parallel_experts=1)
         rows.append(
             {
                 "shape": name,
@@ -132,10 +144,11 @@ def plot(rows: list[dict[str, Any]], out_dir: Path, target: float) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--unit", type=float, default=0.1, help="seconds in one latency unit")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per executor and shape")
     parser.add_argument("--target", type=float, default=1.05, help="makespan/bound goal")
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
     args = parser.parse_args()
-    rows = measure(args.unit)
+    rows = measure(args.unit, args.repeats)
     print()
     print_table(
         rows,
@@ -155,7 +168,9 @@ def main() -> None:
     worst = max(r["dataflow_over_bound"] for r in rows)
     print(f"\nworst dataflow makespan/bound: {worst:.3f} (target {args.target})")
     write_json(
-        "scheduling", {"unit_s": args.unit, "target": args.target, "rows": rows}, args.out_dir
+        "scheduling",
+        {"unit_s": args.unit, "repeats": args.repeats, "target": args.target, "rows": rows},
+        args.out_dir,
     )
     plot(rows, args.out_dir, args.target)
 

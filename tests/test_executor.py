@@ -18,6 +18,7 @@ from compllm import CompLLM, Context, Plan, PlanError, SubQuery
 from compllm.errors import ModelBudgetError
 from compllm.pool import ExpertPool
 from compllm.registry import parse_registry
+from compllm.scheduling import Gate
 from tests.fakes import (
     TEST_REGISTRY_YAML,
     BatchingChatModel,
@@ -173,10 +174,11 @@ def test_a_failed_parent_skips_its_descendants_and_keeps_the_rest(registry, exec
 def test_ready_sub_queries_on_one_model_are_batched_and_each_gets_its_own_answer(
     registry, executor
 ):
-    gate = threading.Event()
+    gate, holding = threading.Event(), threading.Event()
 
     def respond(prompt, call):
         if question(call) == "hold":
+            holding.set()
             assert gate.wait(10)
         return f"answer: {question(call)}"
 
@@ -185,6 +187,8 @@ def test_ready_sub_queries_on_one_model_are_batched_and_each_gets_its_own_answer
     provider.chat["expert-model"] = model
     pool = ExpertPool(provider)
     hold = pool.call("expert-model", [HumanMessage("hold")])  # keeps the model busy
+    # (once it runs: queued with the run's calls, it would leave after them, by priority)
+    assert holding.wait(10)
     plan = plan_of(*[(f"q{i}", f"Solve equation number {i}.", []) for i in range(6)])
     pipeline = CompLLM(registry=registry, context=CONTEXT, pool=pool, retry_policy=FAST_RETRY)
     with ThreadPoolExecutor(1) as background:
@@ -269,3 +273,87 @@ def test_an_async_run_with_more_subqueries_than_langgraph_runs_at_once_finishes(
         )
     )
     assert len(result.answers) == 100 and {a.status for a in result.answers} == {"ok"}
+
+
+def hold_arrival(monkeypatch, sid: str, until: threading.Event) -> list[bool]:
+    """Makes the task of `sid` reach the gate only once `until` is set (or after 10 s);
+    returns a list that gets whether `until` was set in time."""
+    in_time: list[bool] = []
+    arrive = Gate.arrive
+
+    def held(gate, task_sid, wake):
+        if task_sid == sid:
+            in_time.append(until.wait(10))
+        return arrive(gate, task_sid, wake)
+
+    monkeypatch.setattr(Gate, "arrive", held)
+    return in_time
+
+
+def signal_arrival(monkeypatch, sid: str) -> threading.Event:
+    """An event set once the task of `sid` waits at the gate."""
+    arrived = threading.Event()
+    arrive = Gate.arrive
+
+    def signalled(gate, task_sid, wake):
+        turn = arrive(gate, task_sid, wake)
+        if task_sid == sid:
+            arrived.set()
+        return turn
+
+    monkeypatch.setattr(Gate, "arrive", signalled)
+    return arrived
+
+
+def test_a_first_call_starts_without_waiting_for_every_task_to_start(registry, monkeypatch):
+    """Starting LangGraph tasks takes time (hundreds of ms for a large plan): a sub-query
+    with a free slot calls its expert at once, not after the last task has started."""
+    first_call = threading.Event()
+    in_time = hold_arrival(monkeypatch, "b", until=first_call)
+
+    def respond(prompt, call):
+        first_call.set()
+        return "ok"
+
+    provider = make_provider()
+    provider.chat["expert-model"] = ScriptedChatModel(respond=respond)
+    plan = plan_of(("a", "Solve equation one.", []), ("b", "Solve equation two.", []))
+    result = run(provider, registry, plan)
+    assert [a.status for a in result.answers] == ["ok", "ok"]
+    assert in_time == [True]
+
+
+def test_a_task_that_starts_first_does_not_take_the_slot_of_a_more_urgent_one(
+    registry, monkeypatch
+):
+    lone_arrived = signal_arrival(monkeypatch, "lone")
+    in_time = hold_arrival(monkeypatch, "c1", until=lone_arrived)  # wraps signal_arrival
+    order: list[str] = []
+    provider = make_provider()
+    provider.chat["expert-model"] = ScriptedChatModel(respond=recorder(order))
+    plan = plan_of(
+        ("lone", "Solve the lone equation.", []),
+        ("c1", "Solve step one.", []),
+        ("c2", "Solve step two of q2.", ["c1"]),
+    )
+    run(provider, registry, plan, max_parallel_experts=1)
+    assert in_time == [True]  # the lone task was waiting before the urgent one arrived
+    assert order[0] == "Solve step one."
+
+
+def test_a_calls_start_is_when_its_turn_came_not_when_its_task_started(registry, monkeypatch):
+    """A child's task starts with the run and waits at the gate for its parent; its
+    recorded start (timelines, latency estimates) is when its own call began."""
+    child_waiting = signal_arrival(monkeypatch, "child")
+
+    def respond(prompt, call):
+        if "parent" in question(call):
+            child_waiting.wait(10)
+        return "ok"
+
+    provider = make_provider()
+    provider.chat["expert-model"] = ScriptedChatModel(respond=respond)
+    plan = plan_of(("parent", "Solve the parent equation.", []), ("child", "Use q1.", ["parent"]))
+    answers = {a.id: a for a in run(provider, registry, plan).answers}
+    assert child_waiting.is_set()
+    assert answers["child"].started_at >= answers["parent"].finished_at

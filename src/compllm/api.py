@@ -222,7 +222,7 @@ class CompLLM:
     ) -> CompLLMResult:
         """Answer `query`. Keyword arguments override `Context` fields for this run; a given
         `plan` (validated, routed as usual) replaces the planner."""
-        return _last_result(self.stream(query, plan=plan, thread_id=thread_id, **context))
+        return _last_result(self._stream(query, plan, thread_id, context, _RESULT_MODES))
 
     async def ainvoke(
         self,
@@ -234,7 +234,7 @@ class CompLLM:
     ) -> CompLLMResult:
         """`invoke` for async applications."""
         result: CompLLMResult | None = None
-        async for kind, payload in self.astream(query, plan=plan, thread_id=thread_id, **context):
+        async for kind, payload in self._astream(query, plan, thread_id, context, _RESULT_MODES):
             if kind == "result":
                 result = payload
         assert result is not None
@@ -244,7 +244,7 @@ class CompLLM:
         """Continue a run paused for plan review with the reviewer's decision: "approve",
         {"plan": {...}} (an edited plan, validated and routed) or "cancel". An unusable
         decision pauses the run again, with the error in `result.review["error"]`."""
-        return _last_result(self.stream_resume(thread_id, decision, **context))
+        return _last_result(self._resume(thread_id, decision, context, _RESULT_MODES))
 
     def stream(
         self,
@@ -257,11 +257,7 @@ class CompLLM:
         """Yield (kind, payload) while the run goes: ("update", {node: update}) for each
         node that finishes, ("event", {...}) when a sub-query starts or ends, ("review",
         request) when the run pauses for plan review, and finally ("result", CompLLMResult)."""
-        start = self._start(query, plan, thread_id, context)
-        if isinstance(start, CompLLMResult):
-            yield "result", start
-            return
-        yield from self._run(*start)
+        return self._stream(query, plan, thread_id, context, _STREAM_MODES)
 
     async def astream(
         self,
@@ -272,28 +268,14 @@ class CompLLM:
         **context: Any,
     ) -> AsyncIterator[tuple[str, Any]]:
         """`stream` for async applications (async models are awaited on the event loop)."""
-        start = self._start(query, plan, thread_id, context)
-        if isinstance(start, CompLLMResult):
-            yield "result", start
-            return
-        graph_input, config, run_context = start
-        run = _RunReader(self, config)
-        async for chunk in self.graph.astream(
-            graph_input, config=config, context=run_context, stream_mode=_STREAM_MODES
-        ):
-            if (item := run.read(chunk)) is not None:
-                yield item
-        yield run.result()
+        async for item in self._astream(query, plan, thread_id, context, _STREAM_MODES):
+            yield item
 
     def stream_resume(
         self, thread_id: str, decision: Any = "approve", **context: Any
     ) -> Iterator[tuple[str, Any]]:
         """`resume`, streamed like `stream`."""
-        config = _config(thread_id)
-        snapshot = self._snapshot(config)
-        if snapshot is None or not snapshot.interrupts:
-            raise QueryError(f"thread {thread_id!r} has no run waiting for a plan review")
-        yield from self._run(Command(resume=decision), config, self._run_context(context))
+        return self._resume(thread_id, decision, context, _STREAM_MODES)
 
     def result(self, thread_id: str) -> CompLLMResult | None:
         """What a thread's run has produced so far (None when it has not planned yet)."""
@@ -305,12 +287,60 @@ class CompLLM:
 
     # -- internals -------------------------------------------------------------------------
 
+    def _stream(
+        self,
+        query: str,
+        plan: Plan | Mapping[str, Any] | None,
+        thread_id: str | None,
+        context: dict[str, Any],
+        modes: list[StreamMode],
+    ) -> Iterator[tuple[str, Any]]:
+        start = self._start(query, plan, thread_id, context)
+        if isinstance(start, CompLLMResult):
+            yield "result", start
+            return
+        yield from self._run(*start, modes)
+
+    async def _astream(
+        self,
+        query: str,
+        plan: Plan | Mapping[str, Any] | None,
+        thread_id: str | None,
+        context: dict[str, Any],
+        modes: list[StreamMode],
+    ) -> AsyncIterator[tuple[str, Any]]:
+        start = self._start(query, plan, thread_id, context)
+        if isinstance(start, CompLLMResult):
+            yield "result", start
+            return
+        graph_input, config, run_context = start
+        run = _RunReader(self, config)
+        async for chunk in self.graph.astream(
+            graph_input, config=config, context=run_context, stream_mode=modes
+        ):
+            if (item := run.read(chunk)) is not None:
+                yield item
+        yield run.result()
+
+    def _resume(
+        self, thread_id: str, decision: Any, context: dict[str, Any], modes: list[StreamMode]
+    ) -> Iterator[tuple[str, Any]]:
+        config = _config(thread_id)
+        snapshot = self._snapshot(config)
+        if snapshot is None or not snapshot.interrupts:
+            raise QueryError(f"thread {thread_id!r} has no run waiting for a plan review")
+        yield from self._run(Command(resume=decision), config, self._run_context(context), modes)
+
     def _run(
-        self, graph_input: Any, config: RunnableConfig, context: Context
+        self,
+        graph_input: Any,
+        config: RunnableConfig,
+        context: Context,
+        modes: list[StreamMode],
     ) -> Iterator[tuple[str, Any]]:
         run = _RunReader(self, config)
         for chunk in self.graph.stream(
-            graph_input, config=config, context=context, stream_mode=_STREAM_MODES
+            graph_input, config=config, context=context, stream_mode=modes
         ):
             if (item := run.read(chunk)) is not None:
                 yield item
@@ -372,6 +402,10 @@ class CompLLM:
 
 
 _STREAM_MODES: list[StreamMode] = ["updates", "custom", "values"]
+# What `invoke` needs (review requests are read from the checkpoint). Without "custom" the
+# per-call events cost nothing, and without "updates" no update is copied out: together
+# about a third of the framework's own time per sub-query (benchmarks/overhead.py).
+_RESULT_MODES: list[StreamMode] = ["values"]
 
 
 class _RunReader:

@@ -145,6 +145,9 @@ class Turn:
 
     parents: list[ParentAnswer] = field(default_factory=list)
     answer: SubAnswer | None = None
+    # When the turn was granted: the call's start (a retry keeps it). The task itself may
+    # have started long before, waiting here for its parents.
+    granted_at: float | None = None
 
 
 Wake = Callable[[Turn], None]
@@ -164,9 +167,10 @@ class Gate:
       run took from the checkpoint, which never arrive).
     - `expire()`: the run is out of time; tasks still waiting are told so.
 
-    No grant is made before `start()` (the executor has called its first tasks) and until
-    every called task has arrived, finished, or the run's threads are all taken
-    (`capacity`), so that the first grants go by priority, not by which thread started first.
+    No grant is made before `start()`. Until every called task has arrived or finished (or
+    the run's threads, `capacity`, are all taken), the free slots go by priority among all
+    called tasks, arrived or not, so that the first grants do not depend on which thread
+    started first; a chosen task that has arrived starts at once.
     """
 
     def __init__(
@@ -187,9 +191,16 @@ class Gate:
         self._latency = expected_latency
         self.order = priority_order(plan, remaining_ranks(plan, expected_latency))
         self._called: set[str] = set()
+        self._not_arrived: set[str] = set()  # called, neither arrived nor answered yet
+        # Before every task has arrived: the sub-queries the free slots are kept for, in
+        # priority order (None: to work out again, after anything but an arrival).
+        self._reserved: list[SubQuery] | None = None
         self._waiting: dict[str, Wake] = {}
         self._granted: dict[str, Turn] = {}
         self._running: dict[str, str] = {}  # sub-query id -> expert, while it holds a slot
+        # Not answered, not running, every parent answered: kept as answers come in, so a
+        # grant looks at these only (not at every task of a plan of hundreds).
+        self._ready: set[str] = {s.id for s in ready_subqueries(plan, answers)}
         self._started = self._open = False
         self._expired = False
         self._lock = threading.Lock()
@@ -214,6 +225,9 @@ class Gate:
     def called(self, sid: str) -> None:
         with self._lock:
             self._called.add(sid)
+            if sid not in self.answers:
+                self._not_arrived.add(sid)
+            self._reserved = None
 
     def start(self) -> None:
         """The first tasks are called: grants may begin."""
@@ -226,6 +240,7 @@ class Gate:
         with self._lock:
             if sid in self._granted:  # a retry: the turn is still this task's
                 return self._granted[sid]
+            self._not_arrived.discard(sid)
             turn = self._turn_without_call(sid)
             if turn is not None:
                 return turn
@@ -263,6 +278,8 @@ class Gate:
         with self._lock:
             self.plan = Plan.build([*self.plan.subqueries, sub], max_subqueries=max_subqueries)
             self.order = priority_order(self.plan, remaining_ranks(self.plan, self._latency))
+            if self._parents_answered(sub.id):
+                self._ready.add(sub.id)
             # A parent may have failed, or time run out, before this one was written.
             self._record(skipped_answers(self.plan, self.answers))
             if self._expired:
@@ -309,35 +326,60 @@ class Gate:
         if self._expired or not self._started or self.out_of_time():
             return []  # (out of time: no call starts; the executor fails what is left)
         if not self._open:
-            settled = len(self._waiting) + sum(s in self.answers for s in self._called)
-            full = self.capacity is not None and len(self._waiting) >= self.capacity
-            if settled < len(self._called) and not full:
-                return []  # tasks are still starting: the first grants go by priority
-            self._open = True
-        ready = sorted(
-            (
-                self.plan.get(sid)
-                for sid in self._waiting
-                if all(
-                    d in self.answers and self.answers[d].status == "ok"
-                    for d in self.plan.get(sid).depends_on
+            taken = len(self._waiting) + len(self._running)  # threads held by this run's tasks
+            full = self.capacity is not None and taken >= self.capacity
+            self._open = not self._not_arrived or full
+        if self._open:
+            ready = sorted(
+                (self.plan.get(sid) for sid in self._ready if sid in self._waiting),
+                key=lambda sub: self.order[sub.id],
+            )
+            chosen = startable(ready, self._running, context=self.context, registry=self.registry)
+        else:
+            # Tasks are still arriving: the slots go by priority among all called tasks,
+            # arrived or not, so that a task that started first does not take the slot of a
+            # more urgent one still starting. Those chosen that have arrived start now; the
+            # others as soon as they arrive.
+            if self._reserved is None:
+                ready = sorted(
+                    (self.plan.get(sid) for sid in self._ready if sid in self._called),
+                    key=lambda sub: self.order[sub.id],
                 )
-            ),
-            key=lambda sub: self.order[sub.id],
-        )
-        chosen = startable(ready, self._running, context=self.context, registry=self.registry)
+                self._reserved = startable(
+                    ready, self._running, context=self.context, registry=self.registry
+                )
+            chosen = [sub for sub in self._reserved if sub.id in self._waiting]
+            self._reserved = [sub for sub in self._reserved if sub.id not in self._waiting]
         wakes = []
+        now = time.time()
         for sub in chosen:
             self._running[sub.id] = sub.expert or ""
-            turn = Turn(parents=[_parent(self.answers[d]) for d in sub.depends_on])
+            self._ready.discard(sub.id)
+            turn = Turn(parents=[_parent(self.answers[d]) for d in sub.depends_on], granted_at=now)
             self._granted[sub.id] = turn
             wakes.append((self._waiting.pop(sub.id), turn))
         return wakes
+
+    def _parents_answered(self, sid: str) -> bool:
+        return all(
+            d in self.answers and self.answers[d].status == "ok"
+            for d in self.plan.get(sid).depends_on
+        )
 
     def _record(self, answers: Mapping[str, SubAnswer]) -> None:
         fresh = {sid: a for sid, a in answers.items() if sid not in self.answers}
         self.answers.update(fresh)
         self.new.update(fresh)
+        self._not_arrived.difference_update(fresh)
+        self._reserved = None
+        self._ready.difference_update(fresh)
+        for sid, answer in fresh.items():
+            if answer.status == "ok":
+                self._ready.update(
+                    c
+                    for c in self.plan.children(sid)
+                    if c not in self.answers and self._parents_answered(c)
+                )
 
 
 def _parent(answer: SubAnswer) -> ParentAnswer:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
+import queue
 import threading
 import time
 from collections.abc import Callable, Generator
@@ -59,9 +60,11 @@ _Finished = list[tuple[str, SubAnswer | BaseException]]
 
 
 def expert_call_steps(
-    services: Services, expert_input: ExpertTask
+    services: Services, expert_input: ExpertTask, started_at: float | None = None
 ) -> Generator[Step, Any, SubAnswer]:
-    """The steps of one expert call inside a running node or task (see `compllm.steps`)."""
+    """The steps of one expert call inside a running node or task (see `compllm.steps`).
+    `started_at`: when the call began (its first attempt); by default, when the running
+    node or task first started."""
     runtime = get_runtime(Context)
     info = runtime.execution_info
     return expert_steps(
@@ -70,7 +73,7 @@ def expert_call_steps(
         expert_input,
         get_config(),
         attempt=info.node_attempt if info else 1,
-        started_at=(info.node_first_attempt_time if info else None) or time.time(),
+        started_at=started_at or (info.node_first_attempt_time if info else None) or time.time(),
         write=runtime.stream_writer,
     )
 
@@ -124,14 +127,14 @@ def make_expert_tasks(services: Services, retry_policy: RetryPolicy) -> tuple[An
         if turn.answer is not None:
             return turn.answer  # decided without a call: skipped, or out of time
         with_parents = ExpertTask(**{**expert_input, "parents": turn.parents})
-        return run_steps(expert_call_steps(services, with_parents))
+        return run_steps(expert_call_steps(services, with_parents, turn.granted_at))
 
     async def aanswer(expert_input: ExpertTask) -> SubAnswer:
         turn = await _await_turn(GATE.get(), expert_input["id"])
         if turn.answer is not None:
             return turn.answer
         with_parents = ExpertTask(**{**expert_input, "parents": turn.parents})
-        return await arun_steps(expert_call_steps(services, with_parents))
+        return await arun_steps(expert_call_steps(services, with_parents, turn.granted_at))
 
     return _expert_task(answer, retry_policy), _expert_task(aanswer, retry_policy)
 
@@ -144,18 +147,27 @@ def make_execute_node(services: Services, retry_policy: RetryPolicy) -> Runnable
     def execute(state: State) -> dict[str, Any]:
         gate = _gate(services, state, capacity=sync_task_threads())
         token = GATE.set(gate)
+        # Finished calls queue up as they end (waiting on every pending future at each turn
+        # of the loop would cost as much as the calls do in a plan of hundreds).
+        finished: queue.SimpleQueue[concurrent.futures.Future[SubAnswer]] = queue.SimpleQueue()
+        calls: dict[concurrent.futures.Future[SubAnswer], str] = {}
+
+        def call(sid: str) -> None:
+            future = expert(gate.task_input(sid))
+            calls[future] = sid
+            future.add_done_callback(finished.put)
+
         try:
-            calls: dict[concurrent.futures.Future[SubAnswer], str] = {}
-            for sid in gate.call_order():
-                gate.called(sid)
-                calls[expert(gate.task_input(sid))] = sid
-            gate.start()
+            _call_all(gate, call)
             execution = _execution(gate, state)
             left = next(execution)
             while True:
-                done, _ = concurrent.futures.wait(
-                    calls, timeout=left, return_when=concurrent.futures.FIRST_COMPLETED
-                )
+                try:
+                    done = [finished.get(timeout=left)]
+                except queue.Empty:
+                    done = []
+                while not finished.empty():
+                    done.append(finished.get())
                 left = execution.send([(calls.pop(f), _outcome(f)) for f in done])
         except StopIteration:
             pass  # calls still running when time is up are abandoned: results dropped
@@ -166,18 +178,25 @@ def make_execute_node(services: Services, retry_policy: RetryPolicy) -> Runnable
     async def aexecute(state: State) -> dict[str, Any]:
         gate = _gate(services, state, capacity=sync_task_threads())
         token = GATE.set(gate)
+        finished: asyncio.Queue[asyncio.Future[SubAnswer]] = asyncio.Queue()
         calls: dict[asyncio.Future[SubAnswer], str] = {}
+
+        def call(sid: str) -> None:
+            future = asyncio.ensure_future(aexpert(gate.task_input(sid)))
+            calls[future] = sid
+            future.add_done_callback(finished.put_nowait)
+
         try:
-            for sid in gate.call_order():
-                gate.called(sid)
-                calls[asyncio.ensure_future(aexpert(gate.task_input(sid)))] = sid
-            gate.start()
+            _call_all(gate, call)
             execution = _execution(gate, state)
             left = next(execution)
             while True:
-                done, _ = await asyncio.wait(
-                    calls, timeout=left, return_when=asyncio.FIRST_COMPLETED
-                )
+                try:
+                    done = [await asyncio.wait_for(finished.get(), left)]
+                except TimeoutError:
+                    done = []
+                while not finished.empty():
+                    done.append(finished.get_nowait())
                 left = execution.send([(calls.pop(f), _outcome(f)) for f in done])
         except StopIteration:
             for future in calls:
@@ -187,6 +206,18 @@ def make_execute_node(services: Services, retry_policy: RetryPolicy) -> Runnable
         return {"answers": answers_data(gate.new)} if gate.new else {}
 
     return RunnableLambda(execute, afunc=aexecute, name="execute")
+
+
+def _call_all(gate: Gate, call: Callable[[str], Any]) -> None:
+    """Calls every task, in the gate's order. All are registered first and the gate opens
+    before the calls: starting hundreds of LangGraph tasks takes a while, and the first
+    ones start their expert call as soon as they are chosen, not after the last is called."""
+    order = gate.call_order()
+    for sid in order:
+        gate.called(sid)
+    gate.start()
+    for sid in order:
+        call(sid)
 
 
 def _wait_turn(gate: Gate, sid: str) -> Turn:
