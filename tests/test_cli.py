@@ -2,6 +2,8 @@
 
 import io
 import json
+import os
+import subprocess
 import sys
 
 import pytest
@@ -235,3 +237,30 @@ def test_trace_writes_the_result_the_plan_and_the_timeline(registry_file, tmp_pa
     assert "n_q1 --> n_q2" in (trace / "plan.mmd").read_text()
     assert (trace / "plan.png").read_bytes()[:4] == b"\x89PNG"
     assert "<svg" in (trace / "timeline.svg").read_text()
+
+
+def command(*argv: str) -> subprocess.CompletedProcess[str]:
+    """A fresh interpreter, with stdout buffered as it is for a user's pipe."""
+    buffered = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    return subprocess.run(
+        [sys.executable, *argv], capture_output=True, text=True, env=buffered, timeout=120
+    )
+
+
+def patched_run(code: str) -> subprocess.CompletedProcess[str]:
+    """`compllm.cli.run` (the `compllm` command) after `code`."""
+    return command("-c", f"import compllm.cli as cli\n{code}\ncli.run()")
+
+
+def test_the_command_exits_with_mains_status_and_flushed_output():
+    # No newline at the end: the text sits in stdout's buffer until `run` flushes it, and
+    # `run` ends the process without the interpreter's own flush.
+    done = patched_run("cli.main = lambda: print('an answer', end='') or 3")
+    assert (done.returncode, done.stdout) == (3, "an answer")
+    empty = command("-m", "compllm.cli", "ask", " ")
+    assert (empty.returncode, empty.stderr) == (2, "compllm: error: the query is empty\n")
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly():
+    done = patched_run("def main():\n    raise BrokenPipeError\ncli.main = main")
+    assert (done.returncode, done.stderr) == (1, "")

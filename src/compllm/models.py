@@ -207,10 +207,19 @@ class ModelHub:
         return str(path)
 
     def _load_embeddings(self, ref: str) -> Embeddings:
-        from langchain_huggingface import HuggingFaceEmbeddings
+        from compllm.encoder import MeanPoolingEncoder, is_mean_pooling_folder
 
         path = str(embedded_encoder_path()) if ref == EMBEDDED_EMBEDDINGS else ref
         self._say(f"loading embeddings {ref} ...")
+        if is_mean_pooling_folder(path):  # the embedded model: no sentence-transformers import
+            try:
+                return MeanPoolingEncoder(path, device=_device())
+            except Exception as exc:  # transformers raises many kinds
+                raise ModelLoadError(
+                    f"cannot load embedding model '{ref}': {_first_line(exc)}"
+                ) from None
+        from langchain_huggingface import HuggingFaceEmbeddings
+
         try:
             return HuggingFaceEmbeddings(
                 model_name=path,
