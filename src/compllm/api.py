@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, cast
+from typing import Any, Literal, TypeAlias, cast
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -222,7 +223,8 @@ class CompLLM:
     ) -> CompLLMResult:
         """Answer `query`. Keyword arguments override `Context` fields for this run; a given
         `plan` (validated, routed as usual) replaces the planner."""
-        return _last_result(self._stream(query, plan, thread_id, context, _RESULT_MODES))
+        start = partial(self._start, query, plan, thread_id, context)
+        return _last_result(self._stream(start, _RESULT_MODES))
 
     async def ainvoke(
         self,
@@ -234,7 +236,8 @@ class CompLLM:
     ) -> CompLLMResult:
         """`invoke` for async applications."""
         result: CompLLMResult | None = None
-        async for kind, payload in self._astream(query, plan, thread_id, context, _RESULT_MODES):
+        start = partial(self._start, query, plan, thread_id, context)
+        async for kind, payload in self._astream(start, _RESULT_MODES):
             if kind == "result":
                 result = payload
         assert result is not None
@@ -257,7 +260,7 @@ class CompLLM:
         """Yield (kind, payload) while the run goes: ("update", {node: update}) for each
         node that finishes, ("event", {...}) when a sub-query starts or ends, ("review",
         request) when the run pauses for plan review, and finally ("result", CompLLMResult)."""
-        return self._stream(query, plan, thread_id, context, _STREAM_MODES)
+        return self._stream(partial(self._start, query, plan, thread_id, context), _STREAM_MODES)
 
     async def astream(
         self,
@@ -268,7 +271,8 @@ class CompLLM:
         **context: Any,
     ) -> AsyncIterator[tuple[str, Any]]:
         """`stream` for async applications (async models are awaited on the event loop)."""
-        async for item in self._astream(query, plan, thread_id, context, _STREAM_MODES):
+        start = partial(self._start, query, plan, thread_id, context)
+        async for item in self._astream(start, _STREAM_MODES):
             yield item
 
     def stream_resume(
@@ -287,33 +291,25 @@ class CompLLM:
 
     # -- internals -------------------------------------------------------------------------
 
+    # `start` is called when the stream is first read, as a generator's body would be.
+
     def _stream(
-        self,
-        query: str,
-        plan: Plan | Mapping[str, Any] | None,
-        thread_id: str | None,
-        context: dict[str, Any],
-        modes: list[StreamMode],
+        self, start: Callable[[], _Start], modes: list[StreamMode]
     ) -> Iterator[tuple[str, Any]]:
-        start = self._start(query, plan, thread_id, context)
-        if isinstance(start, CompLLMResult):
-            yield "result", start
+        begun = start()
+        if isinstance(begun, CompLLMResult):
+            yield "result", begun
             return
-        yield from self._run(*start, modes)
+        yield from self._run(*begun, modes)
 
     async def _astream(
-        self,
-        query: str,
-        plan: Plan | Mapping[str, Any] | None,
-        thread_id: str | None,
-        context: dict[str, Any],
-        modes: list[StreamMode],
+        self, start: Callable[[], _Start], modes: list[StreamMode]
     ) -> AsyncIterator[tuple[str, Any]]:
-        start = self._start(query, plan, thread_id, context)
-        if isinstance(start, CompLLMResult):
-            yield "result", start
+        begun = start()
+        if isinstance(begun, CompLLMResult):
+            yield "result", begun
             return
-        graph_input, config, run_context = start
+        graph_input, config, run_context = begun
         run = _RunReader(self, config)
         async for chunk in self.graph.astream(
             graph_input, config=config, context=run_context, stream_mode=modes
@@ -352,7 +348,7 @@ class CompLLM:
         plan: Plan | Mapping[str, Any] | None,
         thread_id: str | None,
         overrides: dict[str, Any],
-    ) -> tuple[Any, RunnableConfig, Context] | CompLLMResult:
+    ) -> _Start:
         """What a run starts from (graph input, config, context), or the result a thread
         already has. The graph input is None to resume the thread's stopped run."""
         run_context = self._run_context(overrides)
@@ -402,6 +398,8 @@ class CompLLM:
 
 
 _STREAM_MODES: list[StreamMode] = ["updates", "custom", "values"]
+# What a run starts from (graph input, config, context), or the result its thread has.
+_Start: TypeAlias = "tuple[Any, RunnableConfig, Context] | CompLLMResult"
 # What `invoke` needs (review requests are read from the checkpoint). Without "custom" the
 # per-call events cost nothing, and without "updates" no update is copied out: together
 # about a third of the framework's own time per sub-query (benchmarks/overhead.py).

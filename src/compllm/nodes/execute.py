@@ -147,28 +147,13 @@ def make_execute_node(services: Services, retry_policy: RetryPolicy) -> Runnable
     def execute(state: State) -> dict[str, Any]:
         gate = _gate(services, state, capacity=sync_task_threads())
         token = GATE.set(gate)
-        # Finished calls queue up as they end (waiting on every pending future at each turn
-        # of the loop would cost as much as the calls do in a plan of hundreds).
         finished: queue.SimpleQueue[concurrent.futures.Future[SubAnswer]] = queue.SimpleQueue()
-        calls: dict[concurrent.futures.Future[SubAnswer], str] = {}
-
-        def call(sid: str) -> None:
-            future = expert(gate.task_input(sid))
-            calls[future] = sid
-            future.add_done_callback(finished.put)
-
         try:
-            _call_all(gate, call)
+            calls = _call_all(gate, expert, finished.put)
             execution = _execution(gate, state)
             left = next(execution)
             while True:
-                try:
-                    done = [finished.get(timeout=left)]
-                except queue.Empty:
-                    done = []
-                while not finished.empty():
-                    done.append(finished.get())
-                left = execution.send([(calls.pop(f), _outcome(f)) for f in done])
+                left = execution.send(_outcomes(calls, _wait_finished(finished, left)))
         except StopIteration:
             pass  # calls still running when time is up are abandoned: results dropped
         finally:
@@ -179,25 +164,15 @@ def make_execute_node(services: Services, retry_policy: RetryPolicy) -> Runnable
         gate = _gate(services, state, capacity=sync_task_threads())
         token = GATE.set(gate)
         finished: asyncio.Queue[asyncio.Future[SubAnswer]] = asyncio.Queue()
-        calls: dict[asyncio.Future[SubAnswer], str] = {}
-
-        def call(sid: str) -> None:
-            future = asyncio.ensure_future(aexpert(gate.task_input(sid)))
-            calls[future] = sid
-            future.add_done_callback(finished.put_nowait)
-
+        calls: dict[Any, str] = {}
         try:
-            _call_all(gate, call)
+            calls = _call_all(
+                gate, lambda task: asyncio.ensure_future(aexpert(task)), finished.put_nowait
+            )
             execution = _execution(gate, state)
             left = next(execution)
             while True:
-                try:
-                    done = [await asyncio.wait_for(finished.get(), left)]
-                except TimeoutError:
-                    done = []
-                while not finished.empty():
-                    done.append(finished.get_nowait())
-                left = execution.send([(calls.pop(f), _outcome(f)) for f in done])
+                left = execution.send(_outcomes(calls, await _await_finished(finished, left)))
         except StopIteration:
             for future in calls:
                 future.cancel()  # async calls can be stopped, not only abandoned
@@ -208,16 +183,51 @@ def make_execute_node(services: Services, retry_policy: RetryPolicy) -> Runnable
     return RunnableLambda(execute, afunc=aexecute, name="execute")
 
 
-def _call_all(gate: Gate, call: Callable[[str], Any]) -> None:
-    """Calls every task, in the gate's order. All are registered first and the gate opens
+def _call_all(
+    gate: Gate, call: Callable[[ExpertTask], Any], when_done: Callable[[Any], None]
+) -> dict[Any, str]:
+    """Calls every task, in the gate's order; returns their futures (sync or async), each
+    of which goes to `when_done` as it ends. All are registered first and the gate opens
     before the calls: starting hundreds of LangGraph tasks takes a while, and the first
-    ones start their expert call as soon as they are chosen, not after the last is called."""
+    ones start their expert call as soon as they are chosen, not after the last is called.
+    (Finished calls queue up as they end: waiting on every pending future at each turn of
+    the executor's loop would cost as much as the calls do in a plan of hundreds.)"""
     order = gate.call_order()
     for sid in order:
         gate.called(sid)
     gate.start()
+    calls: dict[Any, str] = {}
     for sid in order:
-        call(sid)
+        future = call(gate.task_input(sid))
+        calls[future] = sid
+        future.add_done_callback(when_done)
+    return calls
+
+
+def _wait_finished(
+    finished: queue.SimpleQueue[concurrent.futures.Future[SubAnswer]], timeout: float | None
+) -> list[concurrent.futures.Future[SubAnswer]]:
+    """The calls that end within `timeout` seconds (None: the first to end), and with it."""
+    try:
+        done = [finished.get(timeout=timeout)]
+    except queue.Empty:
+        return []
+    return done + [finished.get() for _ in range(finished.qsize())]
+
+
+async def _await_finished(
+    finished: asyncio.Queue[asyncio.Future[SubAnswer]], timeout: float | None
+) -> list[asyncio.Future[SubAnswer]]:
+    """`_wait_finished` for the futures of async tasks."""
+    try:
+        done = [await asyncio.wait_for(finished.get(), timeout)]
+    except TimeoutError:
+        return []
+    return done + [finished.get_nowait() for _ in range(finished.qsize())]
+
+
+def _outcomes(calls: dict[Any, str], done: list[Any]) -> _Finished:
+    return [(calls.pop(future), _outcome(future)) for future in done]
 
 
 def _wait_turn(gate: Gate, sid: str) -> Turn:
