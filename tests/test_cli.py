@@ -261,6 +261,16 @@ def test_the_command_exits_with_mains_status_and_flushed_output():
     assert (empty.returncode, empty.stderr) == (2, "compllm: error: the query is empty\n")
 
 
+def test_exit_handlers_still_run_and_what_they_write_is_kept():
+    # LangSmith, OpenTelemetry and logging finish their work in `atexit` handlers.
+    done = patched_run(
+        "import atexit, sys\n"
+        "atexit.register(lambda: print('sent the last traces', end='', file=sys.stdout))\n"
+        "cli.main = lambda: 0"
+    )
+    assert (done.returncode, done.stdout) == (0, "sent the last traces")
+
+
 def test_a_reader_that_goes_away_ends_the_command_quietly():
     done = patched_run("def main():\n    raise BrokenPipeError\ncli.main = main")
     assert (done.returncode, done.stderr) == (1, "")

@@ -19,11 +19,13 @@ TEXTS = [
 ]
 
 
-def folder_like_the_embedded_one(tmp_path, **pooling_changes):
+def folder_like_the_embedded_one(tmp_path, *, with_length_limit=True, **pooling_changes):
     folder = tmp_path / "encoder"
     source = embedded_encoder_path()
     (folder / "1_Pooling").mkdir(parents=True)
     shutil.copy(source / "modules.json", folder / "modules.json")
+    if with_length_limit:  # sentence_bert_config.json: max_seq_length
+        shutil.copy(source / "sentence_bert_config.json", folder / "sentence_bert_config.json")
     pooling = json.loads((source / "1_Pooling" / "config.json").read_text())
     (folder / "1_Pooling" / "config.json").write_text(json.dumps({**pooling, **pooling_changes}))
     return folder
@@ -41,6 +43,8 @@ def test_other_pooling_hub_ids_and_missing_folders_go_to_sentence_transformers(t
     assert not is_mean_pooling_folder(cls_pooling)
     assert not is_mean_pooling_folder("sentence-transformers/all-MiniLM-L6-v2")
     assert not is_mean_pooling_folder(tmp_path / "nothing-here")
+    no_limit = folder_like_the_embedded_one(tmp_path / "other", with_length_limit=False)
+    assert not is_mean_pooling_folder(no_limit)
     with pytest.raises(ValueError, match="not a mean-pooling sentence-transformers folder"):
         MeanPoolingEncoder(cls_pooling)
 

@@ -357,3 +357,49 @@ def test_a_calls_start_is_when_its_turn_came_not_when_its_task_started(registry,
     answers = {a.id: a for a in run(provider, registry, plan).answers}
     assert child_waiting.is_set()
     assert answers["child"].started_at >= answers["parent"].finished_at
+
+
+@pytest.mark.parametrize("invoke", ["invoke", "ainvoke"])
+def test_a_bug_while_recording_an_outcome_fails_the_run_instead_of_hanging_it(
+    registry, monkeypatch, invoke
+):
+    """A failure that is not an expert's (a bug in compllm) ends the run with that error.
+    The child still waiting at the gate for its failed parent is released: LangGraph waits
+    for a node's tasks before it reports the node's error, so a waiting task would hang
+    the run. (The 60 s bound only turns such a hang into a failure.)"""
+
+    def bug(*args, **kwargs):
+        raise RuntimeError("a bug in recording a failure")
+
+    monkeypatch.setattr("compllm.nodes.execute.failed_answer", bug)
+
+    def respond(prompt, call):
+        if "broken" in question(call):
+            raise ValueError("the model refused")
+        return "ok"
+
+    provider = make_provider()
+    provider.chat["expert-model"] = ScriptedChatModel(respond=respond)
+    plan = plan_of(("a", "Solve the broken equation.", []), ("b", "Check q1.", ["a"]))
+    pipeline = CompLLM(
+        registry=registry, context=CONTEXT, provider=provider, retry_policy=FAST_RETRY
+    )
+
+    def run_it():
+        if invoke == "ainvoke":
+            return asyncio.run(pipeline.ainvoke("a query", plan=plan))
+        return pipeline.invoke("a query", plan=plan)
+
+    errors: list[BaseException] = []
+
+    def record_error():
+        try:
+            run_it()
+        except BaseException as error:  # the test inspects it
+            errors.append(error)
+
+    thread = threading.Thread(target=record_error, daemon=True)  # a hang must not block exit
+    thread.start()
+    thread.join(60)
+    assert not thread.is_alive(), "the run hung"
+    assert [str(e) for e in errors] == ["a bug in recording a failure"]

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
-import logging
 import os
 import shlex
 import subprocess
@@ -14,6 +14,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
+
+from langchain_core.tracers.langchain import wait_for_all_tracers
 
 from compllm import __version__
 from compllm import commands as subcommands
@@ -27,7 +29,7 @@ from compllm.pool import parse_bytes
 from compllm.state import Context
 from compllm.visualize import require_matplotlib, write_trace
 
-__all__ = ["main", "render_plan_tree"]
+__all__ = ["main", "render_plan_tree", "run"]
 
 
 def render_plan_tree(plan: Plan) -> list[str]:
@@ -315,18 +317,22 @@ def main(
 def run() -> NoReturn:
     """The `compllm` command: `main`, then exit without the interpreter's teardown. Freeing
     torch, llama.cpp and some 3,000 modules one by one took 1.2 s of a 14 s `compllm ask`
-    on 2 cores, for a process that is ending; what must be closed (checkpointers, files)
-    is closed by `main` itself, and the output is flushed here."""
+    on 2 cores, for a process that is ending. What must end properly still does: `main`
+    closes checkpointers and files, the exit handlers run (LangSmith sends the last traces,
+    logging flushes), and the output is flushed."""
     try:
         status = main()
-        sys.stdout.flush()
     except BrokenPipeError:  # the reader went away (`compllm ask ... | head`)
         status = 1
-    try:
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        status = status or 1
-    logging.shutdown()
+    # LangSmith drains its queue of traces once the main thread has ended, which it never
+    # does here: send them now. Then every `atexit` handler, as a normal exit runs them.
+    wait_for_all_tracers()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more can be written
+            status = status or 1
     os._exit(status)
 
 

@@ -3,7 +3,7 @@ pipeline is a transformer, mean pooling and normalisation (all-MiniLM-L6-v2, the
 routing model, is one).
 
 Why not `HuggingFaceEmbeddings`: importing sentence-transformers also imports scikit-learn
-and SciPy, about 4 s on a 2-core CPU before the first query can be routed; the transformer
+and SciPy, 2-3 s on a 2-core CPU before the first query can be routed; the transformer
 and the pooling are a few lines. The vectors are the same (the tests compare the two on the
 embedded model). Any other folder or hub id goes through `HuggingFaceEmbeddings`.
 """
@@ -34,6 +34,7 @@ def is_mean_pooling_folder(path: str | Path) -> bool:
     try:
         modules = json.loads((folder / "modules.json").read_text())
         pooling = json.loads((folder / modules[1]["path"] / "config.json").read_text())
+        json.loads((folder / "sentence_bert_config.json").read_text())  # the length limit
     except (OSError, ValueError, LookupError, TypeError):
         return False
     others = {k for k, v in pooling.items() if k.startswith("pooling_mode_") and v}
@@ -62,10 +63,17 @@ class MeanPoolingEncoder(Embeddings):
         self.lowercase = bool(settings.get("do_lower_case"))
         self.device = device
         self._torch = torch
+        bars = hf_logging.is_progress_bar_enabled()
         hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # (a 0.1 s load)
-        self._tokenizer = AutoTokenizer.from_pretrained(folder)
-        self._model = AutoModel.from_pretrained(folder).to(device).eval()
-        self._lock = threading.Lock()  # one forward pass at a time, like a shared model
+        try:
+            self._tokenizer = AutoTokenizer.from_pretrained(folder)
+            self._model = AutoModel.from_pretrained(folder).to(device).eval()
+        finally:
+            if bars:
+                hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
+        # One encoding at a time: the hub shares this object between threads, and a fast
+        # tokenizer called from two threads at once can fail ("Already borrowed").
+        self._lock = threading.Lock()
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         vectors: list[list[float]] = []
@@ -80,14 +88,14 @@ class MeanPoolingEncoder(Embeddings):
         torch = self._torch
         if self.lowercase:
             texts = [t.lower() for t in texts]
-        batch: Any = self._tokenizer(
-            texts,
-            padding=True,
-            truncation="longest_first",
-            max_length=self.max_length,
-            return_tensors="pt",
-        ).to(self.device)
         with self._lock, torch.inference_mode():
+            batch: Any = self._tokenizer(
+                texts,
+                padding=True,
+                truncation="longest_first",
+                max_length=self.max_length,
+                return_tensors="pt",
+            ).to(self.device)
             hidden = self._model(**batch).last_hidden_state
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         mean = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)

@@ -286,9 +286,12 @@ class Gate:
                 assert self.context.max_run_s is not None
                 self._record(expired_answers(self.plan, self.answers, self.context.max_run_s))
 
-    def drop(self, sids: Iterable[str]) -> None:
-        """Sub-queries the final plan does not have: tasks still waiting are told to end
-        without calling (calls already running finish, and their answers are left out)."""
+    def drop(
+        self, sids: Iterable[str], reason: str = "dropped: the final plan does not have it"
+    ) -> None:
+        """Sub-queries the final plan does not have (or all, when the executor fails): tasks
+        still waiting are told to end without calling (calls already running finish, and
+        their answers are left out)."""
         with self._lock:
             self._record(
                 {
@@ -297,7 +300,7 @@ class Gate:
                         question=self.plan.get(sid).question,
                         expert=self.plan.get(sid).expert or "",
                         status="skipped",
-                        error="dropped: the final plan does not have it",
+                        error=reason,
                     )
                     for sid in sids
                     if sid not in self.answers

@@ -156,6 +156,9 @@ def make_execute_node(services: Services, retry_policy: RetryPolicy) -> Runnable
                 left = execution.send(_outcomes(calls, _wait_finished(finished, left)))
         except StopIteration:
             pass  # calls still running when time is up are abandoned: results dropped
+        except BaseException:
+            _release_waiting(gate)
+            raise
         finally:
             GATE.reset(token)
         return {"answers": answers_data(gate.new)} if gate.new else {}
@@ -176,11 +179,23 @@ def make_execute_node(services: Services, retry_policy: RetryPolicy) -> Runnable
         except StopIteration:
             for future in calls:
                 future.cancel()  # async calls can be stopped, not only abandoned
+        except BaseException:
+            _release_waiting(gate)
+            for future in calls:
+                future.cancel()
+            raise
         finally:
             GATE.reset(token)
         return {"answers": answers_data(gate.new)} if gate.new else {}
 
     return RunnableLambda(execute, afunc=aexecute, name="execute")
+
+
+def _release_waiting(gate: Gate) -> None:
+    # The node fails (a bug, a configuration error, an interrupt): LangGraph waits for a
+    # node's tasks before it reports the error, so tasks still waiting at the gate for
+    # their turn must end, or the run would hang instead of failing.
+    gate.drop(gate.plan.ids, reason="not run: the executor stopped with an error")
 
 
 def _call_all(
