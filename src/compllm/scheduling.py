@@ -198,7 +198,7 @@ class Gate:
         self._waiting: dict[str, Wake] = {}
         self._granted: dict[str, Turn] = {}
         self._running: dict[str, str] = {}  # sub-query id -> expert, while it holds a slot
-        # Not answered, not running, every parent answered: kept as answers come in, so a
+        # Not answered, not running, every parent answered ok: kept as answers come in, so a
         # grant looks at these only (not at every task of a plan of hundreds).
         self._ready: set[str] = {s.id for s in ready_subqueries(plan, answers)}
         self._started = self._open = False
@@ -223,6 +223,8 @@ class Gate:
         )
 
     def called(self, sid: str) -> None:
+        """The executor is about to call `sid`'s task: until it arrives, a free slot it is
+        chosen for is kept for it."""
         with self._lock:
             self._called.add(sid)
             if sid not in self.answers:

@@ -202,8 +202,8 @@ def _call_all(
     gate: Gate, call: Callable[[ExpertTask], Any], when_done: Callable[[Any], None]
 ) -> dict[Any, str]:
     """Calls every task, in the gate's order; returns their futures (sync or async), each
-    of which goes to `when_done` as it ends. All are registered first and the gate opens
-    before the calls: starting hundreds of LangGraph tasks takes a while, and the first
+    of which goes to `when_done` as it ends. All are registered first and the gate starts
+    granting before the calls: starting hundreds of LangGraph tasks takes a while, and the first
     ones start their expert call as soon as they are chosen, not after the last is called.
     (Finished calls queue up as they end: waiting on every pending future at each turn of
     the executor's loop would cost as much as the calls do in a plan of hundreds.)"""
