@@ -148,15 +148,22 @@ def test_an_experts_own_slots_bound_its_calls_while_others_run(executor):
     assert most == {"math": 1, "medicine": 2}
 
 
-@pytest.mark.parametrize("executor", EXECUTORS)
-def test_a_failed_parent_skips_its_descendants_and_keeps_the_rest(registry, executor):
+def failing_on_broken(error: Exception):
+    """A provider whose expert raises `error` for questions that say "broken"."""
+
     def respond(prompt, call):
         if "broken" in question(call):
-            raise RuntimeError("model crashed")
+            raise error
         return "ok"
 
     provider = make_provider()
     provider.chat["expert-model"] = ScriptedChatModel(respond=respond)
+    return provider
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_a_failed_parent_skips_its_descendants_and_keeps_the_rest(registry, executor):
+    provider = failing_on_broken(RuntimeError("model crashed"))
     plan = plan_of(
         ("a", "Solve the broken equation.", []),
         ("b", "Check the result of q1.", ["a"]),
@@ -373,13 +380,7 @@ def test_a_bug_while_recording_an_outcome_fails_the_run_instead_of_hanging_it(
 
     monkeypatch.setattr("compllm.nodes.execute.failed_answer", bug)
 
-    def respond(prompt, call):
-        if "broken" in question(call):
-            raise ValueError("the model refused")
-        return "ok"
-
-    provider = make_provider()
-    provider.chat["expert-model"] = ScriptedChatModel(respond=respond)
+    provider = failing_on_broken(ValueError("the model refused"))
     plan = plan_of(("a", "Solve the broken equation.", []), ("b", "Check q1.", ["a"]))
     pipeline = CompLLM(
         registry=registry, context=CONTEXT, provider=provider, retry_policy=FAST_RETRY
