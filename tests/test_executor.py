@@ -349,21 +349,53 @@ def test_a_task_that_starts_first_does_not_take_the_slot_of_a_more_urgent_one(
 
 
 def test_a_calls_start_is_when_its_turn_came_not_when_its_task_started(registry, monkeypatch):
-    """A child's task starts with the run and waits at the gate for its parent; its
-    recorded start (timelines, latency estimates) is when its own call began."""
-    child_waiting = signal_arrival(monkeypatch, "child")
+    """Tasks are called in a fixed order (roots first): when `b2` may start, `a2`, before it
+    in that order, is called too and waits at the gate for its parent `a1`. Its recorded
+    start (timelines, latency estimates) is when its own call began."""
+    a2_waiting = signal_arrival(monkeypatch, "a2")
 
     def respond(prompt, call):
-        if "parent" in question(call):
-            child_waiting.wait(10)
+        if question(call) == "Solve a1.":
+            a2_waiting.wait(10)
         return "ok"
 
     provider = make_provider()
     provider.chat["expert-model"] = ScriptedChatModel(respond=respond)
-    plan = plan_of(("parent", "Solve the parent equation.", []), ("child", "Use q1.", ["parent"]))
+    plan = plan_of(
+        ("a1", "Solve a1.", []),
+        ("b1", "Solve b1.", []),
+        ("a2", "Use q1.", ["a1"]),
+        ("b2", "Use q2.", ["b1"]),
+    )
     answers = {a.id: a for a in run(provider, registry, plan).answers}
-    assert child_waiting.is_set()
-    assert answers["child"].started_at >= answers["parent"].finished_at
+    assert a2_waiting.is_set()
+    assert answers["a2"].started_at >= answers["a1"].finished_at
+
+
+def test_a_task_is_called_no_earlier_than_needed(registry, monkeypatch):
+    """A chain's tasks are called one after another: a task called before its parents have
+    answered would hold one of the run's threads while it waits (a plan of hundreds would
+    start hundreds of LangGraph tasks at once)."""
+    called: list[str] = []
+    answered: list[str] = []
+    arrive = Gate.arrive
+
+    def arrive_and_record(gate, sid, wake):
+        called.append(sid)
+        assert answered == called[:-1]  # every earlier link has answered already
+        return arrive(gate, sid, wake)
+
+    def respond(prompt, call):
+        answered.append(question(call).removeprefix("Step "))
+        return "ok"
+
+    monkeypatch.setattr(Gate, "arrive", arrive_and_record)
+    provider = make_provider()
+    provider.chat["expert-model"] = ScriptedChatModel(respond=respond)
+    links = [(f"s{i}", f"Step s{i}", [f"s{i - 1}"] if i else []) for i in range(6)]
+    result = run(provider, registry, plan_of(*links))
+    assert [a.status for a in result.answers] == ["ok"] * 6
+    assert called == answered == [f"s{i}" for i in range(6)]
 
 
 @pytest.mark.parametrize("invoke", ["invoke", "ainvoke"])

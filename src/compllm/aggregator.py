@@ -10,6 +10,7 @@ over. (The node that calls the model is `compllm.nodes.aggregate`.)
 from __future__ import annotations
 
 import re
+from collections import Counter
 
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 
@@ -44,13 +45,15 @@ def uncovered_parts(final: str, parts: list[SubAnswer], *, min_overlap: float = 
     distinctive words of the part's answer appear in it. Small models often answer only the
     first or last part; this catches it without asking a model."""
     final_words = _words(final)
+    words = [_words(part.answer) for part in parts]
+    # A part's distinctive words are those no other part's answer has: the words in one
+    # answer only (counted once per part, so the check stays linear in the plan's size).
+    answers_with = Counter(word for part_words in words for word in part_words)
     missing = []
-    for part in parts:
+    for part, part_words in zip(parts, words, strict=True):
         if part.status != "ok":
             continue
-        distinctive = _words(part.answer) - _words(
-            " ".join(p.answer for p in parts if p is not part)
-        )
+        distinctive = {word for word in part_words if answers_with[word] == 1}
         if distinctive and len(distinctive & final_words) < min_overlap * len(distinctive):
             missing.append(part.id)
     return missing

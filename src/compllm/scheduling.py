@@ -9,10 +9,11 @@ When fewer slots than ready sub-queries are free, those with the longest remaini
 
 from __future__ import annotations
 
+import heapq
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from compllm.plan import Plan, SubQuery
@@ -154,23 +155,24 @@ Wake = Callable[[Turn], None]
 
 
 class Gate:
-    """Grants the called expert tasks of one plan their turn to call their expert.
+    """Grants the expert tasks of one plan their turn to call their expert.
 
-    The executor calls every sub-query's task at once, in a fixed order (LangGraph knows a
-    node's tasks by the order they were called, so a resumed run finds each finished call's
-    saved answer under the same sub-query); each task then waits here until its parents have
-    answered and a slot is free. When slots are scarce, the longest remaining chain goes
-    first. Thread-safe: sync runs wait on threads, async runs on the event loop.
+    The free slots go to the ready sub-queries (parents answered) by priority, the longest
+    remaining chain first, whether their tasks have arrived here or not: which call starts
+    first never depends on which thread happened to start first. The executor calls the
+    tasks in a fixed order (`call_order`: LangGraph knows a node's tasks by the order they
+    were called, so a resumed run finds each finished call's saved answer under the same
+    sub-query), each no earlier than needed: up to the last one the slots go to
+    (`to_call`). A task called before its turn waits here. Thread-safe: sync runs wait on
+    threads, async runs on the event loop.
 
     - `arrive(sid, wake)`: a task asks for its turn; the `Turn` now, or later through `wake`.
     - `finish(sid, answer)`: the executor reports a task's outcome (also for tasks a resumed
       run took from the checkpoint, which never arrive).
     - `expire()`: the run is out of time; tasks still waiting are told so.
 
-    No grant is made before `start()`. Until every called task has arrived or finished (or
-    the run's threads, `capacity`, are all taken), the free slots go by priority among all
-    called tasks, arrived or not, so that the first grants do not depend on which thread
-    started first; a chosen task that has arrived starts at once.
+    No grant is made before `start()`. When the run's threads (`capacity`) are all taken by
+    its tasks, a chosen task not yet here could not start: the slots then go to those here.
     """
 
     def __init__(
@@ -190,18 +192,15 @@ class Gate:
         self.new: dict[str, SubAnswer] = {}
         self._latency = expected_latency
         self.order = priority_order(plan, remaining_ranks(plan, expected_latency))
-        self._called: set[str] = set()
-        self._not_arrived: set[str] = set()  # called, neither arrived nor answered yet
-        # Before every task has arrived: the sub-queries the free slots are kept for, in
-        # priority order (None: to work out again, after anything but an arrival).
-        self._reserved: list[SubQuery] | None = None
         self._waiting: dict[str, Wake] = {}
         self._granted: dict[str, Turn] = {}
         self._running: dict[str, str] = {}  # sub-query id -> expert, while it holds a slot
         # Not answered, not running, every parent answered ok: kept as answers come in, so a
         # grant looks at these only (not at every task of a plan of hundreds).
         self._ready: set[str] = {s.id for s in ready_subqueries(plan, answers)}
-        self._started = self._open = False
+        self._by_priority: list[tuple[tuple[float, int], str]] = []  # heap of `_ready`
+        self._order_ready()
+        self._started = False
         self._expired = False
         self._lock = threading.Lock()
         self._record(skipped_answers(plan, self.answers))  # a resumed run may have some
@@ -222,14 +221,11 @@ class Gate:
             query=self.query,
         )
 
-    def called(self, sid: str) -> None:
-        """The executor is about to call `sid`'s task: until it arrives, a free slot it is
-        chosen for is kept for it."""
+    def to_call(self) -> list[str]:
+        """The sub-queries the free slots go to now: their tasks, and those before them in
+        `call_order`, must be called (if they have not been)."""
         with self._lock:
-            self._called.add(sid)
-            if sid not in self.answers:
-                self._not_arrived.add(sid)
-            self._reserved = None
+            return [sub.id for sub in self._chosen()] if self._may_grant() else []
 
     def start(self) -> None:
         """The first tasks are called: grants may begin."""
@@ -242,7 +238,6 @@ class Gate:
         with self._lock:
             if sid in self._granted:  # a retry: the turn is still this task's
                 return self._granted[sid]
-            self._not_arrived.discard(sid)
             turn = self._turn_without_call(sid)
             if turn is not None:
                 return turn
@@ -282,6 +277,7 @@ class Gate:
             self.order = priority_order(self.plan, remaining_ranks(self.plan, self._latency))
             if self._parents_answered(sub.id):
                 self._ready.add(sub.id)
+            self._order_ready()  # the priorities have changed
             # A parent may have failed, or time run out, before this one was written.
             self._record(skipped_answers(self.plan, self.answers))
             if self._expired:
@@ -327,34 +323,18 @@ class Gate:
         decided = [sid for sid in self._waiting if sid in self.answers]
         return [(self._waiting.pop(sid), Turn(answer=self.answers[sid])) for sid in decided]
 
+    def _may_grant(self) -> bool:
+        # (Out of time: no call starts; the executor fails what is left.)
+        return self._started and not self._expired and not self.out_of_time()
+
     def _grant(self) -> list[tuple[Wake, Turn]]:
-        if self._expired or not self._started or self.out_of_time():
-            return []  # (out of time: no call starts; the executor fails what is left)
-        if not self._open:
-            taken = len(self._waiting) + len(self._running)  # threads held by this run's tasks
-            full = self.capacity is not None and taken >= self.capacity
-            self._open = not self._not_arrived or full
-        if self._open:
-            ready = sorted(
-                (self.plan.get(sid) for sid in self._ready if sid in self._waiting),
-                key=lambda sub: self.order[sub.id],
-            )
-            chosen = startable(ready, self._running, context=self.context, registry=self.registry)
+        if not self._may_grant():
+            return []
+        taken = len(self._waiting) + len(self._running)  # threads held by this run's tasks
+        if self.capacity is not None and taken >= self.capacity:
+            chosen = self._chosen(among=self._waiting)
         else:
-            # Tasks are still arriving: the slots go by priority among all called tasks,
-            # arrived or not, so that a task that started first does not take the slot of a
-            # more urgent one still starting. Those chosen that have arrived start now; the
-            # others as soon as they arrive.
-            if self._reserved is None:
-                ready = sorted(
-                    (self.plan.get(sid) for sid in self._ready if sid in self._called),
-                    key=lambda sub: self.order[sub.id],
-                )
-                self._reserved = startable(
-                    ready, self._running, context=self.context, registry=self.registry
-                )
-            chosen = [sub for sub in self._reserved if sub.id in self._waiting]
-            self._reserved = [sub for sub in self._reserved if sub.id not in self._waiting]
+            chosen = [sub for sub in self._chosen() if sub.id in self._waiting]
         wakes = []
         now = time.time()
         for sub in chosen:
@@ -364,6 +344,40 @@ class Gate:
             self._granted[sub.id] = turn
             wakes.append((self._waiting.pop(sub.id), turn))
         return wakes
+
+    def _chosen(self, among: Container[str] | None = None) -> list[SubQuery]:
+        """The ready sub-queries (of `among`) the free slots go to, by priority."""
+        taken: list[tuple[tuple[float, int], str]] = []
+        chosen = startable(
+            self._ready_by_priority(taken, among),
+            self._running,
+            context=self.context,
+            registry=self.registry,
+        )
+        for item in taken:  # the heap keeps the ready sub-queries not started
+            heapq.heappush(self._by_priority, item)
+        return chosen
+
+    def _ready_by_priority(
+        self, taken: list[tuple[tuple[float, int], str]], among: Container[str] | None
+    ) -> Iterator[SubQuery]:
+        # Lazily, so that a grant looks at about as many sub-queries as there are free
+        # slots, not at every ready one of a plan of hundreds. Entries of sub-queries that
+        # are no longer ready are dropped here; `taken` gets the others back to the caller.
+        seen: set[str] = set()
+        while self._by_priority:
+            item = heapq.heappop(self._by_priority)
+            sid = item[1]
+            if sid not in self._ready or sid in seen:
+                continue
+            seen.add(sid)
+            taken.append(item)
+            if among is None or sid in among:
+                yield self.plan.get(sid)
+
+    def _order_ready(self) -> None:
+        self._by_priority = [(self.order[sid], sid) for sid in self._ready]
+        heapq.heapify(self._by_priority)
 
     def _parents_answered(self, sid: str) -> bool:
         return all(
@@ -375,16 +389,14 @@ class Gate:
         fresh = {sid: a for sid, a in answers.items() if sid not in self.answers}
         self.answers.update(fresh)
         self.new.update(fresh)
-        self._not_arrived.difference_update(fresh)
-        self._reserved = None
         self._ready.difference_update(fresh)
         for sid, answer in fresh.items():
-            if answer.status == "ok":
-                self._ready.update(
-                    c
-                    for c in self.plan.children(sid)
-                    if c not in self.answers and self._parents_answered(c)
-                )
+            if answer.status != "ok":
+                continue
+            for child in self.plan.children(sid):
+                if child not in self.answers and self._parents_answered(child):
+                    self._ready.add(child)
+                    heapq.heappush(self._by_priority, (self.order[child], child))
 
 
 def _parent(answer: SubAnswer) -> ParentAnswer:

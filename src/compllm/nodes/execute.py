@@ -2,12 +2,13 @@
 named `expert`, and each calls its expert the moment its own parents are done.
 
 LangGraph's supersteps would make a child of a fast branch wait for an unrelated slow
-sibling; tasks run outside that barrier. The node calls all the plan's tasks at once, in a
-fixed order, and each task waits at the plan's `Gate` (`compllm.scheduling`) for its turn:
-parents answered, a slot free, the longest remaining chain first. So a run takes about its
-plan's critical path, each call is its own task (in Studio, in the stream, in the
-checkpoint), and a resumed run finds every finished call's saved answer: LangGraph knows a
-node's tasks by the order they were called, and that order depends only on the plan.
+sibling; tasks run outside that barrier. The plan's `Gate` (`compllm.scheduling`) gives the
+free slots to ready sub-queries (parents answered), the longest remaining chain first; the
+node calls the tasks in a fixed order, each as soon as the gate wants it or one after it
+started, and each task waits at the gate for its turn. So a run takes about its plan's
+critical path, each call is its own task (in Studio, in the stream, in the checkpoint), and
+a resumed run finds every finished call's saved answer: LangGraph knows a node's tasks by
+the order they were called, and that order depends only on the plan.
 """
 
 from __future__ import annotations
@@ -148,12 +149,14 @@ def make_execute_node(services: Services, retry_policy: RetryPolicy) -> Runnable
         gate = _gate(services, state, capacity=sync_task_threads())
         token = GATE.set(gate)
         finished: queue.SimpleQueue[concurrent.futures.Future[SubAnswer]] = queue.SimpleQueue()
+        calls = _Calls(gate, expert, finished.put)
         try:
-            calls = _call_all(gate, expert, finished.put)
+            calls.call_wanted()
             execution = _execution(gate, state)
             left = next(execution)
             while True:
-                left = execution.send(_outcomes(calls, _wait_finished(finished, left)))
+                left = execution.send(calls.outcomes(_wait_finished(finished, left)))
+                calls.call_wanted()
         except StopIteration:
             pass  # calls still running when time is up are abandoned: results dropped
         except BaseException:
@@ -167,22 +170,19 @@ def make_execute_node(services: Services, retry_policy: RetryPolicy) -> Runnable
         gate = _gate(services, state, capacity=sync_task_threads())
         token = GATE.set(gate)
         finished: asyncio.Queue[asyncio.Future[SubAnswer]] = asyncio.Queue()
-        calls: dict[Any, str] = {}
+        calls = _Calls(gate, lambda task: asyncio.ensure_future(aexpert(task)), finished.put_nowait)
         try:
-            calls = _call_all(
-                gate, lambda task: asyncio.ensure_future(aexpert(task)), finished.put_nowait
-            )
+            calls.call_wanted()
             execution = _execution(gate, state)
             left = next(execution)
             while True:
-                left = execution.send(_outcomes(calls, await _await_finished(finished, left)))
+                left = execution.send(calls.outcomes(await _await_finished(finished, left)))
+                calls.call_wanted()
         except StopIteration:
-            for future in calls:
-                future.cancel()  # async calls can be stopped, not only abandoned
+            calls.cancel()  # async calls can be stopped, not only abandoned
         except BaseException:
             _release_waiting(gate)
-            for future in calls:
-                future.cancel()
+            calls.cancel()
             raise
         finally:
             GATE.reset(token)
@@ -198,25 +198,41 @@ def _release_waiting(gate: Gate) -> None:
     gate.drop(gate.plan.ids, reason="not run: the executor stopped with an error")
 
 
-def _call_all(
-    gate: Gate, call: Callable[[ExpertTask], Any], when_done: Callable[[Any], None]
-) -> dict[Any, str]:
-    """Calls every task, in the gate's order; returns their futures (sync or async), each
-    of which goes to `when_done` as it ends. All are registered first and the gate starts
-    granting before the calls: starting hundreds of LangGraph tasks takes a while, and the first
-    ones start their expert call as soon as they are chosen, not after the last is called.
-    (Finished calls queue up as they end: waiting on every pending future at each turn of
-    the executor's loop would cost as much as the calls do in a plan of hundreds.)"""
-    order = gate.call_order()
-    for sid in order:
-        gate.called(sid)
-    gate.start()
-    calls: dict[Any, str] = {}
-    for sid in order:
-        future = call(gate.task_input(sid))
-        calls[future] = sid
-        future.add_done_callback(when_done)
-    return calls
+class _Calls:
+    """The plan's expert tasks, called in the gate's fixed order (`Gate.call_order`), each
+    no earlier than needed: up to the last sub-query the gate gives a slot to now. A task
+    called long before its turn would hold one of the run's threads while it waits, and a
+    plan of hundreds would start hundreds of LangGraph tasks at once. `call` returns a
+    future (sync or async); each goes to `when_done` as it ends. (Finished calls queue up as
+    they end: waiting on every pending future at each turn of the executor's loop would
+    cost as much as the calls do in a plan of hundreds.)"""
+
+    def __init__(
+        self, gate: Gate, call: Callable[[ExpertTask], Any], when_done: Callable[[Any], None]
+    ) -> None:
+        self.gate, self._call, self._when_done = gate, call, when_done
+        self.order = gate.call_order()
+        self._position = {sid: i for i, sid in enumerate(self.order)}
+        self._next = 0  # the position of the next task to call
+        self.pending: dict[Any, str] = {}  # future -> sub-query id, until it is an outcome
+        gate.start()
+
+    def call_wanted(self) -> None:
+        """Calls the tasks up to the last one the gate wants started now."""
+        wanted = [self._position[sid] for sid in self.gate.to_call() if sid in self._position]
+        while self._next <= max(wanted, default=-1):
+            sid = self.order[self._next]
+            self._next += 1
+            future = self._call(self.gate.task_input(sid))
+            self.pending[future] = sid
+            future.add_done_callback(self._when_done)
+
+    def outcomes(self, done: list[Any]) -> _Finished:
+        return [(self.pending.pop(future), _outcome(future)) for future in done]
+
+    def cancel(self) -> None:
+        for future in self.pending:
+            future.cancel()
 
 
 def _wait_finished(
@@ -239,10 +255,6 @@ async def _await_finished(
     except TimeoutError:
         return []
     return done + [finished.get_nowait() for _ in range(finished.qsize())]
-
-
-def _outcomes(calls: dict[Any, str], done: list[Any]) -> _Finished:
-    return [(calls.pop(future), _outcome(future)) for future in done]
 
 
 def _wait_turn(gate: Gate, sid: str) -> Turn:

@@ -141,7 +141,6 @@ class StreamDispatch:
             self._token = GATE.set(self.gate)
         else:
             self.gate.extend(sub, max_subqueries=self.context.max_subqueries)
-        self.gate.called(sub.id)
         future = self.expert(self.gate.task_input(sub.id))
         self.calls[future] = sub.id
         future.add_done_callback(self._finished)
