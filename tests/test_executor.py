@@ -18,7 +18,8 @@ from compllm import CompLLM, Context, Plan, PlanError, SubQuery
 from compllm.errors import ModelBudgetError
 from compllm.pool import ExpertPool
 from compllm.registry import parse_registry
-from compllm.scheduling import Gate
+from compllm.scheduling import Gate, chain_first_order
+from compllm.services import Services
 from tests.fakes import (
     TEST_REGISTRY_YAML,
     BatchingChatModel,
@@ -263,9 +264,9 @@ def test_a_given_plan_larger_than_the_default_limit_runs_when_the_limit_allows(r
 
 
 def test_an_async_run_with_more_subqueries_than_langgraph_runs_at_once_finishes(registry):
-    """LangGraph runs at most `max_concurrency` (64 here) of an async run's tasks at once;
-    the gate must start granting turns before every task has arrived, or a 100-part plan
-    waits forever for arrivals that cannot come. (Bounded by wait_for: a hang fails.)"""
+    """LangGraph runs at most `max_concurrency` (64 here) of an async run's tasks at once:
+    a 100-part plan must not wait for arrivals that cannot come. (Bounded by wait_for: a
+    hang fails.)"""
     plan = Plan.build(
         [SubQuery(id=f"q{i}", question=f"Solve equation {i}.") for i in range(100)],
         max_subqueries=100,
@@ -333,19 +334,27 @@ def test_a_first_call_starts_without_waiting_for_every_task_to_start(registry, m
 def test_a_task_that_starts_first_does_not_take_the_slot_of_a_more_urgent_one(
     registry, monkeypatch
 ):
+    """Tasks are called in an order fixed by the plan's shape (the law chain is longer, so
+    `lone` is called first); priorities also weigh each expert's measured latency (maths
+    is slow here, so `slow` is the critical path). With one slot, `lone` arrives first and
+    waits: the slot is the more urgent task's, even before its task has arrived."""
+    monkeypatch.setattr(
+        Services, "expected_latency", lambda self, expert: 5.0 if expert == "math" else 1.0
+    )
     lone_arrived = signal_arrival(monkeypatch, "lone")
-    in_time = hold_arrival(monkeypatch, "c1", until=lone_arrived)  # wraps signal_arrival
+    in_time = hold_arrival(monkeypatch, "slow", until=lone_arrived)  # wraps signal_arrival
     order: list[str] = []
     provider = make_provider()
     provider.chat["expert-model"] = ScriptedChatModel(respond=recorder(order))
     plan = plan_of(
-        ("lone", "Solve the lone equation.", []),
-        ("c1", "Solve step one.", []),
-        ("c2", "Solve step two of q2.", ["c1"]),
+        ("lone", "What makes a contract binding?", []),
+        ("slow", "Solve the equation for x.", []),
+        ("next", "What rights does a tenant have under q1?", ["lone"]),
     )
-    run(provider, registry, plan, max_parallel_experts=1)
+    result = run(provider, registry, plan, max_parallel_experts=1)
+    assert [a.expert for a in result.answers] == ["law", "math", "law"]
     assert in_time == [True]  # the lone task was waiting before the urgent one arrived
-    assert order[0] == "Solve step one."
+    assert order[0] == "Solve the equation for x."
 
 
 def test_a_calls_start_is_when_its_turn_came_not_when_its_task_started(registry, monkeypatch):
@@ -370,6 +379,37 @@ def test_a_calls_start_is_when_its_turn_came_not_when_its_task_started(registry,
     answers = {a.id: a for a in run(provider, registry, plan).answers}
     assert a2_waiting.is_set()
     assert answers["a2"].started_at >= answers["a1"].finished_at
+
+
+def test_tasks_are_called_longest_chain_first_in_an_order_fixed_by_the_plan():
+    plan = plan_of(
+        ("r1", "Solve r1.", []),
+        ("r2", "Solve r2.", []),
+        ("c1", "Solve c1.", []),
+        ("c2", "Use c1.", ["c1"]),
+        ("c3", "Use c2.", ["c2"]),
+        ("r3", "Use r1.", ["r1"]),
+    )
+    # c1 heads the longest chain (3); then r1 and c2 (2 each: plan order breaks the tie).
+    assert chain_first_order(plan) == ["c1", "r1", "c2", "r2", "c3", "r3"]
+
+
+def test_with_more_waiting_roots_than_threads_the_long_chain_still_goes_first(registry):
+    """70 independent sub-queries listed before a chain, one slot: the chain's head is the
+    critical path. Its task is called first, so it does not queue behind 62 waiting roots
+    that hold every thread of the run. (Once c2 has answered, c3 and the roots are all
+    one call from the end: plan order decides.)"""
+    order: list[str] = []
+    provider = make_provider()
+    provider.chat["expert-model"] = ScriptedChatModel(respond=recorder(order))
+    roots = [(f"r{i}", f"Solve root {i}.", []) for i in range(70)]
+    chain = [("c1", "Solve c1.", []), ("c2", "Use c1.", ["c1"]), ("c3", "Use c2.", ["c2"])]
+    plan = Plan.build(
+        [SubQuery(id=i, question=q, depends_on=tuple(d)) for i, q, d in [*roots, *chain]],
+        max_subqueries=73,
+    )
+    run(provider, registry, plan, max_parallel_experts=1, max_subqueries=73)
+    assert order[:2] == ["Solve c1.", "Use c1."]
 
 
 def test_a_task_is_called_no_earlier_than_needed(registry, monkeypatch):

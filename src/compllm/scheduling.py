@@ -23,6 +23,7 @@ from compllm.state import Context, ExpertTask, ParentAnswer, SubAnswer
 __all__ = [
     "Gate",
     "Turn",
+    "chain_first_order",
     "expert_task",
     "expired_answers",
     "priority_order",
@@ -79,6 +80,27 @@ def remaining_ranks(plan: Plan, expected_latency: Callable[[str], float]) -> dic
         own = expected_latency(plan.get(sid).expert or "")
         rank[sid] = own + max((rank[c] for c in plan.children(sid)), default=0.0)
     return rank
+
+
+def chain_first_order(plan: Plan) -> list[str]:
+    """A topological order that takes, of the sub-queries whose parents come before, the
+    one with the longest chain below it (counted in sub-queries), then plan order. It
+    depends on the plan alone, not on measured latencies: a resumed run must call the same
+    tasks in the same order."""
+    ranks = remaining_ranks(plan, lambda expert: 1.0)
+    index = {sub.id: i for i, sub in enumerate(plan.subqueries)}
+    parents_left = {sub.id: len(set(sub.depends_on)) for sub in plan.subqueries}
+    available = [(-ranks[sid], index[sid], sid) for sid, left in parents_left.items() if not left]
+    heapq.heapify(available)
+    order = []
+    while available:
+        sid = heapq.heappop(available)[2]
+        order.append(sid)
+        for child in plan.children(sid):
+            parents_left[child] -= 1
+            if not parents_left[child]:
+                heapq.heappush(available, (-ranks[child], index[child], child))
+    return order
 
 
 def ready_subqueries(plan: Plan, answers: Mapping[str, SubAnswer]) -> list[SubQuery]:
@@ -159,12 +181,12 @@ class Gate:
 
     The free slots go to the ready sub-queries (parents answered) by priority, the longest
     remaining chain first, whether their tasks have arrived here or not: which call starts
-    first never depends on which thread happened to start first. The executor calls the
-    tasks in a fixed order (`call_order`: LangGraph knows a node's tasks by the order they
-    were called, so a resumed run finds each finished call's saved answer under the same
-    sub-query), each no earlier than needed: up to the last one the slots go to
-    (`to_call`). A task called before its turn waits here. Thread-safe: sync runs wait on
-    threads, async runs on the event loop.
+    first does not depend on which thread happened to start first. The executor calls the
+    tasks in a fixed order (`call_order`, longest chain first: LangGraph knows a node's
+    tasks by the order they were called, so a resumed run finds each finished call's saved
+    answer under the same sub-query), up to the last one the slots go to now (`to_call`);
+    those before it in the order are called too, and wait here if their turn has not come.
+    Thread-safe: sync runs wait on threads, async runs on the event loop.
 
     - `arrive(sid, wake)`: a task asks for its turn; the `Turn` now, or later through `wake`.
     - `finish(sid, answer)`: the executor reports a task's outcome (also for tasks a resumed
@@ -172,7 +194,9 @@ class Gate:
     - `expire()`: the run is out of time; tasks still waiting are told so.
 
     No grant is made before `start()`. When the run's threads (`capacity`) are all taken by
-    its tasks, a chosen task not yet here could not start: the slots then go to those here.
+    its tasks, a chosen task not yet here could not start: the slots then go to those here,
+    by priority (a plan that makes more tasks wait than the run has threads can start a
+    less urgent call first).
     """
 
     def __init__(
@@ -207,7 +231,7 @@ class Gate:
 
     def call_order(self) -> list[str]:
         """The sub-queries still to answer, in the order their tasks are called."""
-        return [sid for sid in self.plan.topological_order() if sid not in self.answers]
+        return [sid for sid in chain_first_order(self.plan) if sid not in self.answers]
 
     def task_input(self, sid: str) -> ExpertTask:
         """A task's input: the sub-query (its parents' answers come with its turn)."""
@@ -222,8 +246,9 @@ class Gate:
         )
 
     def to_call(self) -> list[str]:
-        """The sub-queries the free slots go to now: their tasks, and those before them in
-        `call_order`, must be called (if they have not been)."""
+        """The ready sub-queries the free slots go to now, by priority, whether their tasks
+        have arrived or not: their tasks, and those before them in `call_order`, must be
+        called (if they have not been)."""
         with self._lock:
             return [sub.id for sub in self._chosen()] if self._may_grant() else []
 
@@ -348,22 +373,24 @@ class Gate:
     def _chosen(self, among: Container[str] | None = None) -> list[SubQuery]:
         """The ready sub-queries (of `among`) the free slots go to, by priority."""
         taken: list[tuple[tuple[float, int], str]] = []
-        chosen = startable(
-            self._ready_by_priority(taken, among),
-            self._running,
-            context=self.context,
-            registry=self.registry,
-        )
-        for item in taken:  # the heap keeps the ready sub-queries not started
-            heapq.heappush(self._by_priority, item)
-        return chosen
+        try:
+            return startable(
+                self._ready_by_priority(taken, among),
+                self._running,
+                context=self.context,
+                registry=self.registry,
+            )
+        finally:
+            for item in taken:  # the heap keeps the ready sub-queries not started
+                heapq.heappush(self._by_priority, item)
 
     def _ready_by_priority(
         self, taken: list[tuple[tuple[float, int], str]], among: Container[str] | None
     ) -> Iterator[SubQuery]:
         # Lazily, so that a grant looks at about as many sub-queries as there are free
-        # slots, not at every ready one of a plan of hundreds. Entries of sub-queries that
-        # are no longer ready are dropped here; `taken` gets the others back to the caller.
+        # slots, not at every ready one of a plan of hundreds (unless `among` leaves most
+        # of them out). Entries of sub-queries no longer ready are dropped here; `taken`
+        # gets the others back to the caller.
         seen: set[str] = set()
         while self._by_priority:
             item = heapq.heappop(self._by_priority)

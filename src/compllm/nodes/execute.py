@@ -199,10 +199,10 @@ def _release_waiting(gate: Gate) -> None:
 
 
 class _Calls:
-    """The plan's expert tasks, called in the gate's fixed order (`Gate.call_order`), each
-    no earlier than needed: up to the last sub-query the gate gives a slot to now. A task
-    called long before its turn would hold one of the run's threads while it waits, and a
-    plan of hundreds would start hundreds of LangGraph tasks at once. `call` returns a
+    """The plan's expert tasks, called in the gate's fixed order (`Gate.call_order`) up to
+    the last sub-query the gate gives a slot to now, rather than all at once: a task called
+    long before its turn holds one of the run's threads while it waits, and a plan of
+    hundreds would start hundreds of LangGraph tasks at once. `call` returns a
     future (sync or async); each goes to `when_done` as it ends. (Finished calls queue up as
     they end: waiting on every pending future at each turn of the executor's loop would
     cost as much as the calls do in a plan of hundreds.)"""
