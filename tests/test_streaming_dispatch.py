@@ -24,6 +24,7 @@ from pydantic import ConfigDict, Field
 
 from compllm import CompLLM, CompLLMResult, Context, open_checkpointer
 from compllm.errors import ModelLoadError
+from compllm.nodes import execute as execute_module
 from tests.fakes import (
     LOCAL_MODEL_SETTINGS,
     Call,
@@ -271,6 +272,39 @@ def test_a_planner_that_fails_lets_the_calls_it_started_finish_first(registry):
     with pytest.raises(ModelLoadError):
         app.invoke(QUERY)
     assert answered == ["What is the derivative of x^2?"]
+
+
+def test_a_bug_in_a_dispatched_call_fails_the_run_instead_of_hanging_it(registry, monkeypatch):
+    """An error that is not an expert's (a bug in compllm) ends the run with that error. The
+    child waiting at the gate for the broken parent is released: the node waits for its
+    calls before it reports the error. (The 60 s bound only turns a hang into a failure.)"""
+    steps = execute_module.expert_call_steps
+
+    def broken_for_the_parent(services, expert_input, started_at=None):
+        if expert_input["question"] == DERIVATIVE["question"]:
+            raise RuntimeError("a bug in calling the expert")
+        return steps(services, expert_input, started_at)
+
+    monkeypatch.setattr(execute_module, "expert_call_steps", broken_for_the_parent)
+    child = {"id": "q2", "question": "Is that derivative positive at x=3?", "depends_on": ["q1"]}
+    app, _ = pipeline(registry, StreamingPlanner(pieces=plan_pieces(DERIVATIVE, child)), ok)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            app.invoke("What is the derivative of x^2? Is that derivative positive at x=3?")
+        except BaseException as error:  # the test inspects it
+            errors.append(error)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(60)
+    assert not thread.is_alive(), "the run hung"
+    assert [str(e) for e in errors] == ["a bug in calling the expert"]
+
+
+def ok(prompt: str, call: Call) -> str:
+    return "an answer"
 
 
 def test_a_run_with_a_checkpointer_saves_its_plan_before_any_expert_starts(registry):

@@ -13,7 +13,7 @@ import heapq
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Container, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from compllm.plan import Plan, SubQuery
@@ -357,7 +357,12 @@ class Gate:
             return []
         taken = len(self._waiting) + len(self._running)  # threads held by this run's tasks
         if self.capacity is not None and taken >= self.capacity:
-            chosen = self._chosen(among=self._waiting)
+            # (At most `capacity` tasks wait: sorting them is cheaper than walking the heap.)
+            here = sorted(
+                (self.plan.get(sid) for sid in self._waiting if sid in self._ready),
+                key=lambda sub: self.order[sub.id],
+            )
+            chosen = startable(here, self._running, context=self.context, registry=self.registry)
         else:
             chosen = [sub for sub in self._chosen() if sub.id in self._waiting]
         wakes = []
@@ -370,12 +375,12 @@ class Gate:
             wakes.append((self._waiting.pop(sub.id), turn))
         return wakes
 
-    def _chosen(self, among: Container[str] | None = None) -> list[SubQuery]:
-        """The ready sub-queries (of `among`) the free slots go to, by priority."""
+    def _chosen(self) -> list[SubQuery]:
+        """The ready sub-queries the free slots go to, by priority."""
         taken: list[tuple[tuple[float, int], str]] = []
         try:
             return startable(
-                self._ready_by_priority(taken, among),
+                self._ready_by_priority(taken),
                 self._running,
                 context=self.context,
                 registry=self.registry,
@@ -384,13 +389,10 @@ class Gate:
             for item in taken:  # the heap keeps the ready sub-queries not started
                 heapq.heappush(self._by_priority, item)
 
-    def _ready_by_priority(
-        self, taken: list[tuple[tuple[float, int], str]], among: Container[str] | None
-    ) -> Iterator[SubQuery]:
+    def _ready_by_priority(self, taken: list[tuple[tuple[float, int], str]]) -> Iterator[SubQuery]:
         # Lazily, so that a grant looks at about as many sub-queries as there are free
-        # slots, not at every ready one of a plan of hundreds (unless `among` leaves most
-        # of them out). Entries of sub-queries no longer ready are dropped here; `taken`
-        # gets the others back to the caller.
+        # slots, not at every ready one of a plan of hundreds. Entries of sub-queries no
+        # longer ready are dropped here; `taken` gets the others back to the caller.
         seen: set[str] = set()
         while self._by_priority:
             item = heapq.heappop(self._by_priority)
@@ -399,8 +401,7 @@ class Gate:
                 continue
             seen.add(sid)
             taken.append(item)
-            if among is None or sid in among:
-                yield self.plan.get(sid)
+            yield self.plan.get(sid)
 
     def _order_ready(self) -> None:
         self._by_priority = [(self.order[sid], sid) for sid in self._ready]

@@ -159,7 +159,13 @@ class StreamDispatch:
             answer = failed_answer(self.gate.task_input(sid), error)
             self.gate.finish(sid, answer)
             self.events.append(answer.end_event())  # written by the node's thread
-        # Anything else is a bug or a configuration error: `finish` raises it in the node.
+        else:
+            # A bug or a configuration error: `finish` raises it in the node, once every
+            # call has ended; tasks still waiting at the gate (this one's children) must
+            # end now, or that wait would never end.
+            self.gate.drop(
+                self.gate.plan.ids, reason="not run: an expert task failed with an error"
+            )
 
     # -- when the planner is done --------------------------------------------------------
 
