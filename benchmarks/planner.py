@@ -7,11 +7,13 @@ saw in training, and on two sets of hand-written queries.
 
 Sets: `held-out` (generated with held-out phrasing families, referring words and topics;
 `compllm.planning.corpus`), and three hand-written sets in benchmarks/planner_eval/:
-`hand-written dev` (60, written with the generator's first version; looked at while
-developing), `hand-written dev 2` (150, written later by someone who had seen neither the
-generator nor the other sets; its failures were studied before the last training run) and
-`hand-written test` (130, written independently of the generator; run only as a whole, never
-looked at query by query nor tuned on). Per set and planner: right number of parts, exactly right
+`hand-written dev (trained on)` (60, written with the generator's first version; looked at
+while developing, and part of the shipped planner's training data), `hand-written dev 2`
+(150, written later by someone who had seen neither the generator nor the other sets; its
+failures were studied, never trained on) and `hand-written test` (130, written
+independently of the generator; run only as a whole, never looked at query by query nor
+tuned on). The packaged hand-written training examples (`--data handwritten`) share no query
+with the last two (tests/test_train_planner.py checks it). Per set and planner: right number of parts, exactly right
 dependency edges, right expert for every part (the plan routed by the default registry and
 router), fully right plans (all three), queries where a question was dropped or merged, and
 planning time per query (p50/p95). Rates come with Wilson 95% intervals. LLM planners take
@@ -193,7 +195,7 @@ def main() -> None:
 
     sets = {
         "held-out": generate(args.heldout, "heldout", seed=args.seed),
-        "hand-written dev": read_examples(EVAL / "handwritten_dev.jsonl"),
+        "hand-written dev (trained on)": read_examples(EVAL / "handwritten_dev.jsonl"),
     }
     if (EVAL / "handwritten_dev2.jsonl").is_file():
         sets["hand-written dev 2"] = read_examples(EVAL / "handwritten_dev2.jsonl")

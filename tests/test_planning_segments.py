@@ -8,6 +8,7 @@ import pytest
 from compllm.plan import Plan, SubQuery
 from compllm.planning.examples import Example, GoldPart
 from compllm.planning.metrics import coverage, score_plan, summarise, wilson
+from compllm.planning.model import Analysis, transitive_reduction
 from compllm.planning.segments import (
     LABELS,
     Segment,
@@ -222,3 +223,18 @@ def test_wilson_intervals_match_the_textbook_values():
 def test_an_interval_always_holds_its_rate(hits):
     low, high = wilson(hits, 10)
     assert low <= hits / 10 <= high
+
+
+def test_a_part_depends_on_the_part_it_refers_to_not_on_that_parts_parents():
+    """ "Which language ...? Which country is it from? What's that country's capital?": the
+    linker scores each pair alone and often links the capital to the language too. An edge
+    that a longer chain of likely edges implies is dropped; the calls keep their order."""
+    analysis = Analysis(
+        segments=[],
+        edge_probabilities={(0, 1): 0.9, (1, 2): 0.8, (0, 2): 0.7, (0, 3): 0.2},
+    )
+    assert analysis.edges == {(0, 1), (1, 2)}
+    # Two parents that are not on one chain both stay (a diamond's join).
+    assert transitive_reduction({(0, 2), (1, 2), (2, 3)}) == {(0, 2), (1, 2), (2, 3)}
+    chain = {(0, 1), (1, 2), (2, 3)}
+    assert transitive_reduction(chain | {(0, 3), (1, 3)}) == chain

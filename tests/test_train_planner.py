@@ -3,14 +3,20 @@ and its adapter really changes the encoder."""
 
 import io
 import json
+import re
+from collections import Counter
+from pathlib import Path
 
 import torch
 
 from compllm.cli import main
 from compllm.models import ModelHub, is_learned_planner
+from compllm.planning.command import handwritten_examples
+from compllm.planning.examples import read_examples
 from compllm.planning.model import LearnedPlanner, PlannerConfig, build_network
 from compllm.planning.training import save_artefact
 
+EVALUATION = Path(__file__).parent.parent / "benchmarks" / "planner_eval"
 QUERY = "Who painted The Night Watch? When was he born?"
 
 
@@ -31,10 +37,12 @@ def test_train_planner_writes_a_planner_that_loads_and_differs_from_the_untraine
     folder = tmp_path / "planner"
     out, err = io.StringIO(), io.StringIO()
     arguments = ["train-planner", "--data", "generated", "--data", str(mine), "--out", str(folder)]
+    arguments += ["--data", "handwritten"]  # the packaged hand-written examples
     arguments += ["--examples", "24", "--batch-size", "8", "--max-steps", "3", "--heldout", "8"]
     assert main(arguments, out=out, err=err) == 0
     report = out.getvalue()
-    assert "training on 25 examples (generated, " in report
+    handwritten = len(read_examples(handwritten_examples()))
+    assert f"training on {24 + 1 + handwritten} examples (generated, " in report
     assert "held-out families and topics (8 queries):" in report and "edges" in report
     assert "3/3" in err.getvalue()  # the progress bar
     manifest = json.loads((folder / "compllm-planner.json").read_text())
@@ -80,3 +88,25 @@ def test_the_merged_adapter_computes_what_peft_computes(tmp_path):
         merged = loaded.network.encode(batch["input_ids"], batch["attention_mask"])
     assert torch.allclose(expected, merged, atol=2e-2)  # the artefact stores float16
     assert (tmp_path / "weights.safetensors").stat().st_size < 8_000_000
+
+
+def test_the_packaged_hand_written_examples_share_no_query_with_the_evaluation_sets():
+    """`--data handwritten` trains on them: a query that is also in a set the planner is
+    measured on (or a close rewording of one) would make that measure a training figure."""
+    examples = read_examples(handwritten_examples())  # every part a verbatim span, in order
+    assert len(examples) >= 500
+    kinds = Counter(e.kind for e in examples)
+    assert kinds["single"] >= 100  # enough asks that must not be split
+    evaluation = [
+        _words(e.query)
+        for name in ("handwritten_dev2.jsonl", "handwritten_test.jsonl")
+        for e in read_examples(EVALUATION / name)
+    ]
+    for example in examples:
+        words = _words(example.query)
+        overlap = max(len(words & other) / len(words | other) for other in evaluation)
+        assert overlap < 0.5, example.query
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z0-9']+", text.lower()))

@@ -2,11 +2,14 @@
 
     compllm train-planner --out my-planner/                       # the generated corpus
     compllm train-planner --data generated --data mine.jsonl --out my-planner/
+    compllm train-planner --data generated --data handwritten --data handwritten ...
     compllm train-planner --data mine.jsonl --base sentence-transformers/all-MiniLM-L12-v2 ...
 
 The output folder is a planner: `Context(planner_model="my-planner/")` or
 `compllm ask --planner-model my-planner/ ...` uses it. `--data` takes the generated corpus
-(`generated`, the default) and/or JSONL files in the format of `compllm.planning.examples`.
+(`generated`, the default), the packaged hand-written examples (`handwritten`: 1,077 queries
+written one by one in many styles, none from the generator) and/or JSONL files in the format
+of `compllm.planning.examples`; a source named twice counts twice (to weigh a small set).
 The report at the end is measured on generated queries whose phrasing families and topics no
 training example has, and on any `--eval` files.
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from importlib import resources
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -23,6 +27,7 @@ from compllm.errors import CompLLMError
 __all__ = ["add_command", "run"]
 
 GENERATED = "generated"
+HANDWRITTEN = "handwritten"
 
 
 def add_command(commands: Any) -> None:
@@ -37,8 +42,9 @@ def add_command(commands: Any) -> None:
         "--data",
         action="append",
         metavar="SOURCE",
-        help="'generated' (the built-in corpus) or a JSONL file of planning examples; "
-        "repeat to combine (default: generated)",
+        help="'generated' (the built-in corpus), 'handwritten' (the packaged hand-written "
+        "examples) or a JSONL file of planning examples; repeat to combine or to weigh "
+        "(default: generated)",
     )
     parser.add_argument("--out", metavar="DIR", required=True, help="folder to write")
     parser.add_argument(
@@ -68,6 +74,8 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     for source in sources:
         if source == GENERATED:
             examples += generate(args.examples, "train", seed=args.seed)
+        elif source == HANDWRITTEN:
+            examples += read_examples(handwritten_examples())
         else:
             try:
                 examples += read_examples(source)
@@ -120,6 +128,11 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 file=out,
             )
     return 0
+
+
+def handwritten_examples() -> Path:
+    """The packaged hand-written planning examples (`--data handwritten`)."""
+    return Path(str(resources.files("compllm").joinpath("data/planning/handwritten.jsonl")))
 
 
 class _ProgressBar:
