@@ -59,7 +59,8 @@ test: lint engine
 # The README's benchmark table: the default suite (80 items, 227 parts) from the held-out
 # MMLU questions, option log-likelihood under each system's prompt on the embedded models
 # (about 10 minutes on 2 CPU cores; resumes if stopped). MODES=generate scores the answers
-# the systems write (about 2 hours here).
+# the systems write (14 minutes here for monolithic and comp-llm, the README's second table:
+# `compllm bench run ... --modes generate --systems monolithic,comp-llm`).
 SUITE ?= benchmarks/suites/mmlu-varied-s0.jsonl
 BENCH_OUT ?= benchmarks/results/bench-embedded-loglik
 MODES ?= loglik

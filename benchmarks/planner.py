@@ -10,16 +10,16 @@ Sets: `held-out` (generated with held-out phrasing families, referring words and
 `hand-written dev (trained on)` (60, written with the generator's first version; looked at
 while developing, and part of the shipped planner's training data), `hand-written dev 2`
 (150, written later by someone who had seen neither the generator nor the other sets; its
-failures were studied, never trained on) and `hand-written test` (130, written
-independently of the generator; run only as a whole, never looked at query by query nor
-tuned on). The packaged hand-written training examples (`--data handwritten`) share no query
-with the last two (tests/test_train_planner.py checks it). Per set and planner: right number of parts, exactly right
-dependency edges, right expert for every part (the plan routed by the default registry and
-router), fully right plans (all three), queries where a question was dropped or merged, and
-planning time per query (p50/p95). Rates come with Wilson 95% intervals. LLM planners take
-5-15 s a plan on a CPU, so they run on a fixed random sample (`--llm-sample` per set, seed 0);
-the others run on every query. An LLM plan that fails the planner's checks twice counts as no
-plan (wrong on every measure), as in `planner_mode="llm"`.
+failures were studied, never trained on) and `hand-written test` (130, written independently
+of the generator; run only as a whole, never looked at query by query nor tuned on). The
+packaged hand-written training examples (`--data handwritten`) share no query with the last
+two (tests/test_train_planner.py checks it). Per set and planner: right number of parts,
+exactly right dependency edges, right expert for every part (the plan routed by the default
+registry and router), fully right plans (all three), queries where a question was dropped or
+merged, and planning time per query (p50/p95). Rates come with Wilson 95% intervals. LLM
+planners take 5-15 s a plan on a CPU, so they run on a fixed random sample (`--llm-sample`
+per set, seed 0); the others run on every query. An LLM plan that fails the planner's checks
+twice counts as no plan (wrong on every measure), as in `planner_mode="llm"`.
 
 The LLM rows do not depend on the learned planner, and they take most of the run's time:
 `--llm-only` measures only the LLM planners and writes `planner-llm.json`; `--llm-rows FILE`

@@ -530,7 +530,8 @@ def test_the_summary_scores_every_system_on_the_same_parts():
             parts=[outcome(p.id, final=True) for p in first.parts],
             latency_s=2.0,
             output_tokens=10,
-            models=["small"],
+            # The learned planner is no chat model: its weights are not counted (nor loaded).
+            models=["embedded:compllm-planner", "small"],
             plan_size=len(first.parts),
             parts_found=len(first.parts) - 1,
         ),

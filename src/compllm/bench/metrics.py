@@ -19,7 +19,7 @@ from typing import Any
 from compllm.bench.naive import naive_baselines
 from compllm.bench.stats import bootstrap_interval, mcnemar
 from compllm.bench.suite import CompositeItem
-from compllm.bench.systems import SYSTEMS, PartOutcome, SystemRun, is_local_model
+from compllm.bench.systems import SYSTEMS, PartOutcome, SystemRun, is_chat_model_with_weights
 
 __all__ = ["BY_CONSTRUCTION", "gold_expert", "percentile", "summarize"]
 
@@ -170,8 +170,9 @@ def _system_figures(
     oracle = system == "oracle-plan"
     routed = [p for p in parts if p.routed_to is not None]
     models = sorted({m for run in mine for m in run.models})
-    # Tools (a calculator) and remote endpoints have no local weights to count.
-    counts = [parameters.get(m) for m in models if is_local_model(m)]
+    # Tools (a calculator) and remote endpoints have no local weights to count, and a
+    # learned planner is no chat model (an encoder, like the router's).
+    counts = [parameters.get(m) for m in models if is_chat_model_with_weights(m)]
     latencies = [run.latency_s for run in mine if run.error is None]
     scored_parts = sum(len(run.parts) for run in mine if run.error is None)
     figures: dict[str, Any] = {

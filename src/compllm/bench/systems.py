@@ -35,6 +35,7 @@ from compllm.bench.extract import LETTERS, extract_choice, extract_number
 from compllm.bench.matching import match_parts
 from compllm.bench.sections import split_sections
 from compllm.bench.suite import CompositeItem, Part
+from compllm.models import is_learned_planner
 from compllm.plan import Plan
 from compllm.pool import ExpertPool
 
@@ -44,6 +45,7 @@ __all__ = [
     "PartOutcome",
     "SystemName",
     "SystemRun",
+    "is_chat_model_with_weights",
     "is_local_model",
     "model_name",
     "outcome",
@@ -186,6 +188,13 @@ def is_local_model(model: object) -> bool:
     if ":" in model:  # openai:..., builtin:..., python:...
         return False
     return Path(model).exists() or re.fullmatch(r"[\w.-]+(/[\w.-]+)?", model) is not None
+
+
+def is_chat_model_with_weights(model: object) -> bool:
+    """Whether a system's model is a chat model whose parameters can be counted: local
+    weights (`is_local_model`) and not a learned planner, which is an encoder and a tagger
+    (so a report never loads it as a chat model)."""
+    return is_local_model(model) and not is_learned_planner(str(model))
 
 
 def model_name(model: object) -> str:

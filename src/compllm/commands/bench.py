@@ -30,6 +30,7 @@ from compllm.bench.systems import (
     Mode,
     SystemName,
     SystemRun,
+    is_chat_model_with_weights,
     is_local_model,
     rescore,
     run_system,
@@ -285,8 +286,10 @@ def _bench_registry(
 
 def _parameters(provider: ModelProvider, models: Sequence[str]) -> dict[str, int | None]:
     """Parameter counts of the chat models with local weights (None for the others: remote
-    endpoints, tools such as the calculator)."""
-    return {m: parameter_count(provider, m) if is_local_model(m) else None for m in models}
+    endpoints, tools such as the calculator, a learned planner)."""
+    return {
+        m: parameter_count(provider, m) if is_chat_model_with_weights(m) else None for m in models
+    }
 
 
 def _report(folder: Path, out: TextIO, provider: ModelProvider, *, rescoring: bool = False) -> int:
