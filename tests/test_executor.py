@@ -416,13 +416,13 @@ def test_a_task_is_called_no_earlier_than_needed(registry, monkeypatch):
     """A chain's tasks are called one after another: a task called before its parents have
     answered would hold one of the run's threads while it waits (a plan of hundreds would
     start hundreds of LangGraph tasks at once)."""
-    called: list[str] = []
+    arrived: list[str] = []  # a task reaches the gate as soon as it is called
     answered: list[str] = []
     arrive = Gate.arrive
 
     def arrive_and_record(gate, sid, wake):
-        called.append(sid)
-        assert answered == called[:-1]  # every earlier link has answered already
+        arrived.append(sid)
+        assert answered == arrived[:-1]  # every earlier link has answered already
         return arrive(gate, sid, wake)
 
     def respond(prompt, call):
@@ -435,7 +435,7 @@ def test_a_task_is_called_no_earlier_than_needed(registry, monkeypatch):
     links = [(f"s{i}", f"Step s{i}", [f"s{i - 1}"] if i else []) for i in range(6)]
     result = run(provider, registry, plan_of(*links))
     assert [a.status for a in result.answers] == ["ok"] * 6
-    assert called == answered == [f"s{i}" for i in range(6)]
+    assert arrived == answered == [f"s{i}" for i in range(6)]
 
 
 @pytest.mark.parametrize("invoke", ["invoke", "ainvoke"])

@@ -16,8 +16,9 @@ import pytest
 from langgraph.types import RetryPolicy
 
 from compllm import CompLLM, Context, Plan, SubQuery, open_checkpointer
-from compllm.errors import ModelLoadError
+from compllm.errors import CompLLMError, ModelLoadError
 from compllm.registry import parse_registry
+from compllm.scheduling import Gate
 from tests.fakes import FakeProvider, KeywordEmbeddings, ScriptedChatModel
 
 REGISTRY = """
@@ -93,6 +94,41 @@ def test_a_resumed_run_gives_each_subquery_its_own_saved_answer(executor):
         "q5": "answer to the join",
     }
     assert asked == ["the join"]  # the four finished calls came from the checkpoint
+
+
+def test_a_checkpoint_whose_calls_were_made_in_another_order_is_refused(monkeypatch):
+    """A checkpoint written by a version that called the tasks in another order would give
+    each sub-query another's saved answer: the resumed run stops with a clear error."""
+    first_run = [True]
+
+    def respond(prompt: str, call) -> str:
+        question = question_of(call.messages[-1].text)
+        if question == "the join" and first_run[0]:
+            raise ModelLoadError("the process died here")
+        return f"answer to {question}"
+
+    provider = FakeProvider(
+        chat={
+            "expert-model": ScriptedChatModel(respond=respond),
+            "aggregator-model": ScriptedChatModel(respond=lambda prompt, call: "all five"),
+        },
+        embedding=KeywordEmbeddings(),
+    )
+    with open_checkpointer("memory") as saver:
+        app = CompLLM(
+            registry=parse_registry(REGISTRY, source="one.yaml"),
+            provider=provider,
+            checkpointer=saver,
+            context=Context(embedding_model="words", aggregator_model="aggregator-model"),
+            retry_policy=RetryPolicy(max_attempts=1),
+        )
+        with pytest.raises(ModelLoadError):
+            app.invoke("a query", plan=PLAN, thread_id="t")
+        first_run[0] = False
+        call_order = Gate.call_order
+        monkeypatch.setattr(Gate, "call_order", lambda gate: call_order(gate)[::-1])
+        with pytest.raises(CompLLMError, match="called the expert tasks in another order"):
+            app.invoke("a query", plan=PLAN, thread_id="t")
 
 
 def test_langgraph_knows_a_nodes_tasks_by_the_order_they_were_called():

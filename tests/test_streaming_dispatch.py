@@ -274,25 +274,43 @@ def test_a_planner_that_fails_lets_the_calls_it_started_finish_first(registry):
     assert answered == ["What is the derivative of x^2?"]
 
 
-def test_a_bug_in_a_dispatched_call_fails_the_run_instead_of_hanging_it(registry, monkeypatch):
+@pytest.mark.parametrize("written_after", ["a child", "a root, with one slot"])
+def test_a_bug_in_a_dispatched_call_fails_the_run_instead_of_hanging_it(
+    registry, monkeypatch, written_after
+):
     """An error that is not an expert's (a bug in compllm) ends the run with that error. The
-    child waiting at the gate for the broken parent is released: the node waits for its
-    calls before it reports the error. (The 60 s bound only turns a hang into a failure.)"""
+    node waits for its calls before it reports the error, so none may wait for ever: not a
+    child waiting at the gate for the broken parent, nor a sub-query the planner writes
+    after the bug, waiting for the slot the broken call held. (The 60 s bound only turns a
+    hang into a failure.)"""
     steps = execute_module.expert_call_steps
+    broke = threading.Event()
 
     def broken_for_the_parent(services, expert_input, started_at=None):
         if expert_input["question"] == DERIVATIVE["question"]:
+            broke.set()
             raise RuntimeError("a bug in calling the expert")
         return steps(services, expert_input, started_at)
 
     monkeypatch.setattr(execute_module, "expert_call_steps", broken_for_the_parent)
-    child = {"id": "q2", "question": "Is that derivative positive at x=3?", "depends_on": ["q1"]}
-    app, _ = pipeline(registry, StreamingPlanner(pieces=plan_pieces(DERIVATIVE, child)), ok)
+    if written_after == "a child":
+        second = {
+            "id": "q2",
+            "question": "Is that derivative positive at x=3?",
+            "depends_on": ["q1"],
+        }
+        query, context = f"{DERIVATIVE['question']} {second['question']}", {}
+    else:
+        second, query, context = DIABETES, QUERY, {"max_parallel_experts": 1}
+    planner = StreamingPlanner(
+        pieces=plan_pieces(DERIVATIVE, second), hooks={2: waiting_for(broke, "the bug")}
+    )
+    app, _ = pipeline(registry, planner, ok)
     errors: list[BaseException] = []
 
     def run() -> None:
         try:
-            app.invoke("What is the derivative of x^2? Is that derivative positive at x=3?")
+            app.invoke(query, **context)
         except BaseException as error:  # the test inspects it
             errors.append(error)
 

@@ -13,7 +13,12 @@ from compllm.cli import main
 from compllm.models import ModelHub, is_learned_planner
 from compllm.planning.command import handwritten_examples
 from compllm.planning.examples import read_examples
-from compllm.planning.model import LearnedPlanner, PlannerConfig, build_network
+from compllm.planning.model import (
+    LearnedPlanner,
+    PlannerConfig,
+    build_network,
+    transitive_reduction,
+)
 from compllm.planning.training import save_artefact
 
 EVALUATION = Path(__file__).parent.parent / "benchmarks" / "planner_eval"
@@ -97,6 +102,10 @@ def test_the_packaged_hand_written_examples_share_no_query_with_the_evaluation_s
     assert len(examples) >= 500
     kinds = Counter(e.kind for e in examples)
     assert kinds["single"] >= 100  # enough asks that must not be split
+    # The linker's chain rule (`transitive_reduction`) rests on this: people's plans almost
+    # never link a part to a grandparent whose answer it also needs.
+    implied = [e for e in examples if transitive_reduction(set(e.edges)) != set(e.edges)]
+    assert len(implied) == 3
     evaluation = [
         _words(e.query)
         for name in ("handwritten_dev2.jsonl", "handwritten_test.jsonl")

@@ -4,7 +4,8 @@ time). Pure logic: no LangGraph, no models. `compllm.experts` holds how one call
 executor nodes (`compllm.nodes.execute`, `compllm.nodes.waves`) drive both.
 
 When fewer slots than ready sub-queries are free, those with the longest remaining chain
-(weighted by each expert's recent latency) go first: the critical path is never starved.
+(weighted by each expert's recent latency) go first, so the critical path is not starved
+(`Gate` says the one case where a less urgent call can start first).
 """
 
 from __future__ import annotations
@@ -253,7 +254,7 @@ class Gate:
             return [sub.id for sub in self._chosen()] if self._may_grant() else []
 
     def start(self) -> None:
-        """The first tasks are called: grants may begin."""
+        """Grants may begin (none is made before)."""
         with self._lock:
             self._started = True
             wakes = self._grant()

@@ -4,11 +4,11 @@ named `expert`, and each calls its expert the moment its own parents are done.
 LangGraph's supersteps would make a child of a fast branch wait for an unrelated slow
 sibling; tasks run outside that barrier. The plan's `Gate` (`compllm.scheduling`) gives the
 free slots to ready sub-queries (parents answered), the longest remaining chain first; the
-node calls the tasks in a fixed order, each as soon as the gate wants it or one after it
-started, and each task waits at the gate for its turn. So a run takes about its plan's
-critical path, each call is its own task (in Studio, in the stream, in the checkpoint), and
-a resumed run finds every finished call's saved answer: LangGraph knows a node's tasks by
-the order they were called, and that order depends only on the plan.
+node calls the tasks in a fixed order, each once the gate gives a slot to it or to a task
+after it in that order, and each task waits at the gate for its turn. So a run takes about
+its plan's critical path, each call is its own task (in Studio, in the stream, in the
+checkpoint), and a resumed run finds every finished call's saved answer: LangGraph knows a
+node's tasks by the order they were called, and that order depends only on the plan.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from langgraph.func import task
 from langgraph.runtime import get_runtime
 from langgraph.types import RetryPolicy
 
+from compllm.errors import CompLLMError
 from compllm.experts import ExpertFailure, expert_steps, failed_answer
 from compllm.scheduling import Gate, Turn
 from compllm.services import Services
@@ -111,6 +112,12 @@ def _execution(gate: Gate, state: State) -> Generator[float | None, _Finished, N
                 write(answer.end_event())
             return
         for sid, outcome in sorted((yield left), key=lambda item: position[item[0]]):
+            if isinstance(outcome, SubAnswer) and outcome.id != sid:
+                raise CompLLMError(
+                    f"the checkpoint's saved call for sub-query {sid} answered {outcome.id}: "
+                    "it was written by a compllm version that called the expert tasks in "
+                    "another order; resume it with that version, or start a new thread"
+                )
             if isinstance(outcome, BaseException):
                 if not isinstance(outcome, ExpertFailure):
                     raise outcome  # a bug or a configuration error: fail the run loudly

@@ -72,7 +72,8 @@ class StreamDispatch:
         self.gate: Gate | None = None
         self.waiting: list[SubQuery] = []  # written, but naming ids not written yet
         self.calls: dict[concurrent.futures.Future[SubAnswer], str] = {}
-        self.broken = False  # the written plan cannot be a plan: dispatch stops
+        # The written plan cannot be a plan, or a call failed with a bug: dispatch stops.
+        self.broken = False
         self.first_call_at: float | None = None
         self._token: Any = None
         self.write = get_runtime(Context).stream_writer  # on the node's thread only
@@ -160,9 +161,20 @@ class StreamDispatch:
             self.gate.finish(sid, answer)
             self.events.append(answer.end_event())  # written by the node's thread
         else:
-            # A bug or a configuration error: `finish` raises it in the node, once every
-            # call has ended; tasks still waiting at the gate (this one's children) must
-            # end now, or that wait would never end.
+            # A bug or a configuration error: `finish` raises it in the node once every call
+            # has ended. So the run stops calling: this call's slot is freed, tasks waiting
+            # at the gate end now (or that wait would never end), and sub-queries the
+            # planner writes from now on are not started.
+            self.broken = True
+            sub = self.gate.plan.get(sid)
+            failed = SubAnswer(
+                id=sid,
+                question=sub.question,
+                expert=sub.expert or "",
+                status="failed",
+                error=f"{type(error).__name__}: {error}",
+            )
+            self.gate.finish(sid, failed)
             self.gate.drop(
                 self.gate.plan.ids, reason="not run: an expert task failed with an error"
             )

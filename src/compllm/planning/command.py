@@ -24,7 +24,7 @@ from typing import Any, TextIO
 
 from compllm.errors import CompLLMError
 
-__all__ = ["add_command", "run"]
+__all__ = ["add_command", "handwritten_examples", "run"]
 
 GENERATED = "generated"
 HANDWRITTEN = "handwritten"

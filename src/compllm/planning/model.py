@@ -40,10 +40,12 @@ from compllm.planning.segments import (
 
 __all__ = [
     "MANIFEST",
+    "Analysis",
     "LearnedPlanner",
     "PlannerConfig",
     "PlannerNetwork",
     "resolve_encoder",
+    "transitive_reduction",
 ]
 
 MANIFEST = PLANNER_MANIFEST
