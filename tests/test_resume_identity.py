@@ -43,6 +43,27 @@ def question_of(prompt: str) -> str:
     return prompt.splitlines()[-1].removeprefix("Question: ")
 
 
+def resumable_app(respond, saver, executor: str = "dataflow") -> CompLLM:
+    """One expert model answering by `respond`, a checkpointer, and no retries (an error
+    stops the run where it is, to be resumed)."""
+    provider = FakeProvider(
+        chat={
+            "expert-model": ScriptedChatModel(respond=respond),
+            "aggregator-model": ScriptedChatModel(respond=lambda prompt, call: "all five"),
+        },
+        embedding=KeywordEmbeddings(),
+    )
+    return CompLLM(
+        registry=parse_registry(REGISTRY, source="one.yaml"),
+        provider=provider,
+        checkpointer=saver,
+        context=Context(
+            embedding_model="words", aggregator_model="aggregator-model", executor=executor
+        ),
+        retry_policy=RetryPolicy(max_attempts=1),
+    )
+
+
 @pytest.mark.parametrize("executor", ["dataflow", "waves"])
 def test_a_resumed_run_gives_each_subquery_its_own_saved_answer(executor):
     asked: list[str] = []
@@ -63,23 +84,8 @@ def test_a_resumed_run_gives_each_subquery_its_own_saved_answer(executor):
             raise ModelLoadError("the process died here")  # stops the run: not retried
         return f"answer to {question}"
 
-    provider = FakeProvider(
-        chat={
-            "expert-model": ScriptedChatModel(respond=respond),
-            "aggregator-model": ScriptedChatModel(respond=lambda prompt, call: "all five"),
-        },
-        embedding=KeywordEmbeddings(),
-    )
     with open_checkpointer("memory") as saver:
-        app = CompLLM(
-            registry=parse_registry(REGISTRY, source="one.yaml"),
-            provider=provider,
-            checkpointer=saver,
-            context=Context(
-                embedding_model="words", aggregator_model="aggregator-model", executor=executor
-            ),
-            retry_policy=RetryPolicy(max_attempts=1),
-        )
+        app = resumable_app(respond, saver, executor)
         with pytest.raises(ModelLoadError):
             app.invoke("a query", plan=PLAN, thread_id="t")
         first_run.clear()
@@ -107,21 +113,8 @@ def test_a_checkpoint_whose_calls_were_made_in_another_order_is_refused(monkeypa
             raise ModelLoadError("the process died here")
         return f"answer to {question}"
 
-    provider = FakeProvider(
-        chat={
-            "expert-model": ScriptedChatModel(respond=respond),
-            "aggregator-model": ScriptedChatModel(respond=lambda prompt, call: "all five"),
-        },
-        embedding=KeywordEmbeddings(),
-    )
     with open_checkpointer("memory") as saver:
-        app = CompLLM(
-            registry=parse_registry(REGISTRY, source="one.yaml"),
-            provider=provider,
-            checkpointer=saver,
-            context=Context(embedding_model="words", aggregator_model="aggregator-model"),
-            retry_policy=RetryPolicy(max_attempts=1),
-        )
+        app = resumable_app(respond, saver)
         with pytest.raises(ModelLoadError):
             app.invoke("a query", plan=PLAN, thread_id="t")
         first_run[0] = False
